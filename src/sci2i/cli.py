@@ -1,0 +1,80 @@
+"""The ``sci2i`` console command: a thin argparse layer over the library.
+
+Each sub-command lives in ``sci2i/commands/<name>.py`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func(args) -> int``. The library never reads ``sys.argv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from sci2i import __version__
+
+# Order shown in `sci2i --help`.
+COMMANDS = [
+    "run",
+    "train_seg",
+    "train_i2i",
+    "pseudo_label",
+    "translate",
+    "evaluate",
+    "probe",
+    "toycity",
+    "bench",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sci2i",
+        description=(
+            "Semantically consistent image-to-image translation for unsupervised domain "
+            "adaptation of semantic segmentation (Brehm et al., ICAART 2022)."
+        ),
+        epilog="Run `sci2i COMMAND --help` for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"sci2i {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"sci2i.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"sci2i.commands.{name}":
+                continue  # command not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sci2i.config import ConfigError
+    from sci2i.utils.rundir import setup_logging
+
+    setup_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"sci2i {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger("sci2i").warning("interrupted")
+        return 130
+    except Exception as e:  # user-facing errors raised by the library carry a fix-it message
+        from sci2i.errors import CheckpointError, UserError
+
+        if isinstance(e, (UserError, CheckpointError)):
+            print(f"sci2i {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

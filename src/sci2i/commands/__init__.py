@@ -1,0 +1,1 @@
+"""One module per ``sci2i`` sub-command; each exposes ``register(subparsers)``."""

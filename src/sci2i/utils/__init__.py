@@ -1,0 +1,1 @@
+"""Shared helpers: checkpoints, run directories, devices, seeding."""

@@ -1,0 +1,115 @@
+"""The run directory: resolved config, git revision, log, metrics (JSONL + TensorBoard).
+
+Layout of ``run.out_dir``::
+
+    config.yaml      resolved configuration (written first)
+    git.txt          git revision and dirty flag of the code that ran
+    log.txt          human-readable log
+    metrics.jsonl    one JSON object per logged step: {"phase", "step", "Loss/G/total", ...}
+    tb/              TensorBoard event files
+    checkpoints/     training states (see utils/checkpoint.py)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from sci2i.config import Config, save_config
+
+log = logging.getLogger("sci2i")
+
+
+def git_revision() -> str:
+    root = Path(__file__).resolve().parents[3]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return f"{rev or 'unknown'}{' (dirty)' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    logger = logging.getLogger("sci2i")
+    logger.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in logger.handlers):
+        sh = logging.StreamHandler()
+        sh.setFormatter(fmt)
+        logger.addHandler(sh)
+    if log_file is not None:
+        log_file = Path(log_file).resolve()
+        if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == log_file for h in logger.handlers):
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(log_file)
+            fh.setFormatter(fmt)
+            logger.addHandler(fh)
+
+
+class RunDir:
+    """Creates the run directory and records metrics; only rank 0 writes (``enabled``)."""
+
+    def __init__(self, cfg: Config, path: str | Path | None = None, enabled: bool = True) -> None:
+        self.path = Path(path or cfg.run.out_dir)
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            self.path.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.path / "config.yaml")
+            (self.path / "git.txt").write_text(git_revision() + "\n")
+            setup_logging(self.path / "log.txt")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def tensorboard(self):
+        if self._tb is None and self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.path / "tb"))
+        return self._tb
+
+    def log_metrics(self, phase: str, step: int, values: Mapping[str, Any]) -> None:
+        """Append to metrics.jsonl and TensorBoard; values are floats (tensors are converted)."""
+        if not self.enabled:
+            return
+        clean = {}
+        for k, v in values.items():
+            v = float(v.detach().float().item()) if hasattr(v, "detach") else float(v)
+            clean[k] = v
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"phase": phase, "step": step, "time": time.time(), **clean}) + "\n")
+        tb = self.tensorboard()
+        for k, v in clean.items():
+            if math.isfinite(v):
+                tb.add_scalar(f"{phase}/{k}", v, step)
+
+    def log_image(self, tag: str, image_chw, step: int) -> None:
+        if self.enabled:
+            self.tensorboard().add_image(tag, image_chw, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
