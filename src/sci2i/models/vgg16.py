@@ -1,0 +1,73 @@
+"""VGG16 written by hand with torchvision's parameter names.
+
+``features.{0,2,5,7,10,12,14,17,19,21,24,26,28}`` are the 13 convolutions,
+``classifier.{0,3,6}`` the three linear layers, so torchvision's ``vgg16-397923af.pth`` loads
+strictly. Two views are built from the same module (SPEC §1):
+
+* :func:`vgg16_block3` — up to ``block3_conv3`` after its ReLU (``features[:16]``): stride 4,
+  256 channels; the discriminator's frozen prior-knowledge trunk.
+* :class:`VGG16` with ``dilated=True`` — DeepLab-v2's backbone: pool4 and pool5 keep the
+  resolution (stride 1) and conv5 is dilated by 2, so the output stride is 8 with 512 channels.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+# Number of output channels per conv, "M" = 2x2 max-pool (torchvision's configuration "D").
+CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+BLOCK3_END = 16  # index after block3_conv3's ReLU in ``features``
+
+
+def _make_features(dilated: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    in_ch, pools = 3, 0
+    for v in CFG_D:
+        if v == "M":
+            pools += 1
+            if dilated and pools >= 4:
+                # DeepLab-v2: pool4/pool5 with stride 1 keep output stride 8.
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=1, padding=1))
+            else:
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=dilated))
+        else:
+            dil = 2 if (dilated and pools == 4) else 1  # conv5 block
+            layers += [nn.Conv2d(in_ch, int(v), 3, padding=dil, dilation=dil), nn.ReLU(inplace=True)]
+            in_ch = int(v)
+    return nn.Sequential(*layers)
+
+
+class VGG16(nn.Module):
+    """VGG16 ("D") with torchvision-compatible names; ``dilated`` gives DeepLab's OS-8 variant."""
+
+    def __init__(self, num_classes: int = 1000, dilated: bool = False) -> None:
+        super().__init__()
+        self.features = _make_features(dilated)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, num_classes),
+        )
+        self.dilated = dilated
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(x.flatten(1))
+
+
+def vgg16_block3(vgg: VGG16) -> nn.Sequential:
+    """``features`` up to block3_conv3 + ReLU: stride 4, 256 channels (shares parameters)."""
+    return vgg.features[:BLOCK3_END]
+
+
+def vgg16_conv5(vgg: VGG16) -> nn.Sequential:
+    """All convolutional layers without the last pool (DeepLab-v2 feature extractor)."""
+    return vgg.features[:-1]
