@@ -1,0 +1,31 @@
+"""Mean-teacher consistency loss L_FS,con (Eq. 12).
+
+``L_FS,con = ‖σ(F_T(x_t)) − σ(F_S(P(x_t)))‖²`` with σ the softmax over classes, F_T the EMA
+teacher on the clean target image, F_S the student on its perturbed version P(x_t).
+
+Code: ``teacher_logits`` = F_T(x_t), ``student_logits`` = F_S(P(x_t)). The squared L2 distance
+of the two class distributions is summed over classes and averaged over pixels (and images),
+so a pixel contributes a value in [0, 2]. The teacher's probabilities are a target: no
+gradient flows into them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over pixels of Σ_c (softmax(teacher)_c − softmax(student)_c)², Eq. 12.
+
+    ``valid`` (N, H, W) bool optionally restricts the mean to some pixels (e.g. padding).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher "
+                         f"{tuple(teacher_logits.shape)} logits must have the same shape")
+    p_teacher = teacher_logits.detach().float().softmax(dim=1)
+    p_student = student_logits.float().softmax(dim=1)
+    per_pixel = (p_teacher - p_student).pow(2).sum(dim=1)
+    if valid is None:
+        return per_pixel.mean()
+    return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
