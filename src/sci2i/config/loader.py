@@ -142,6 +142,8 @@ _CHOICES = {
     "i2i.gan_loss": ("lsgan", "sgan"),
     "i2i.pseudo_labels": ("precomputed", "online"),
     "perf.amp": ("auto", "off", "bf16", "fp16"),
+    "pipeline.final_init": ("imagenet", "warmup"),
+    "pipeline.translate_z": ("fixed", "sample"),
 }
 
 
@@ -185,6 +187,11 @@ def validate(cfg: Config) -> None:
             f"'data.crop_size' ({cfg.data.crop_size}) is larger than the rescaled image's long "
             f"side 'data.long_side' ({cfg.data.long_side}); lower the crop or raise long_side"
         )
+    for key in ("pipeline.warmup_lambda_con", "pipeline.final_lambda_con",
+                "pipeline.warmup_steps", "pipeline.final_steps"):
+        v = _get(cfg, key)
+        if v is not None and v < 0:
+            raise ConfigError(f"'{key}' must be >= 0 or null; got {v}")
     if cfg.i2i.fade_end < cfg.i2i.fade_start:
         raise ConfigError("'i2i.fade_end' must not come before 'i2i.fade_start'")
     if len(cfg.generator.channels) != 4:

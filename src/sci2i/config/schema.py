@@ -177,6 +177,31 @@ class RunConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """``sci2i run``: which phases run and how they differ (SPEC §1, Table 4 rows as values).
+
+    Phase (a) warm-up trains M0 (source + consistency), whose teacher writes the pseudo labels
+    ŷ_t; phase (b) trains G and D; G translates the source; phase (c) trains M1 on source +
+    translated (+ consistency). ``null`` λ values mean ``seg.lambda_con``.
+    """
+
+    # Run phases (b) and (c); false stops after (a) (Table 4 "source only" / "+SSL").
+    i2i: bool = True
+    # λ_con of the warm-up (a) and final (c) phases; 0 = no self-training in that phase.
+    warmup_lambda_con: Optional[float] = None
+    final_lambda_con: Optional[float] = None
+    # Phase (c) starts from "imagenet" (a fresh model, as M0 did) or "warmup" (M0's teacher).
+    final_init: str = "imagenet"
+    # Steps of each segmentation phase (null = seg.steps).
+    warmup_steps: Optional[int] = None
+    final_steps: Optional[int] = None
+    # z of the generator when translating the source set: fixed seed, or "sample" per image.
+    translate_z: str = "fixed"
+    # Where toy-city is generated when no dataset roots are given (the demo).
+    toycity_dir: str = "toycity"
+
+
+@dataclass
 class Config:
     """Root of the configuration tree."""
 
@@ -189,6 +214,5 @@ class Config:
     i2i: I2IConfig = field(default_factory=I2IConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    # Phase-specific overrides of ``seg`` for the warm-up (a) and final (c) phases are applied
-    # by the pipeline from the preset; see sci2i/pipeline.py.
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     notes: Optional[str] = None
