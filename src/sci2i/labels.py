@@ -49,9 +49,10 @@ def _lut(mapping: dict[int, int], size: int) -> np.ndarray:
 LABEL_ID_TO_TRAIN_ID_LUT = _lut({l.id: l.trainId for l in _TRAIN_LABELS}, 256)
 #: Lookup table: SYNTHIA raw id (0..65535, labels are 16-bit) -> trainId; unknown -> 255.
 SYNTHIA_ID_TO_TRAIN_ID_LUT = _lut(SYNTHIA_ID_TO_TRAIN_ID, 65536)
-#: Lookup table: trainId (0..255) -> Cityscapes labelId, 255 -> 0 ("unlabeled").
-TRAIN_ID_TO_LABEL_ID_LUT = _lut(dict(enumerate(TRAIN_ID_TO_LABEL_ID)), 256)
-TRAIN_ID_TO_LABEL_ID_LUT[IGNORE_INDEX] = 0
+#: Lookup table: trainId (0..255) -> Cityscapes labelId; 255 and every other non-class value
+#: -> 0 ("unlabeled"), so an export never holds an id the official evaluator does not know.
+TRAIN_ID_TO_LABEL_ID_LUT = np.zeros(256, dtype=np.uint8)
+TRAIN_ID_TO_LABEL_ID_LUT[:NUM_CLASSES] = TRAIN_ID_TO_LABEL_ID
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
@@ -72,8 +73,11 @@ def synthia_ids_to_train_ids(raw_ids: np.ndarray) -> np.ndarray:
 
 
 def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
-    """Map trainIds to Cityscapes labelIds for export (255 -> 0, 'unlabeled')."""
-    return TRAIN_ID_TO_LABEL_ID_LUT[np.asarray(train_ids, dtype=np.uint8)]
+    """Map trainIds to Cityscapes labelIds for export (255 and any non-class id -> 0, 'unlabeled')."""
+    ids = np.asarray(train_ids)
+    if ids.dtype != np.uint8:
+        ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX).astype(np.uint8)
+    return TRAIN_ID_TO_LABEL_ID_LUT[ids]
 
 
 def palette() -> list[int]:

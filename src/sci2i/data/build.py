@@ -1,0 +1,229 @@
+"""Datasets and loaders from a :class:`sci2i.config.schema.DataConfig` (SPEC §2).
+
+* :func:`build_source_dataset`: labelled synthetic source ``x_s, y_s`` (GTA5 or SYNTHIA).
+* :func:`build_target_dataset`: Cityscapes ``x_t`` (train, unlabelled for UDA; val with gtFine
+  for evaluation), plus ``data.target_extra_dirs`` (e.g. ``leftImg8bit_sequence/train``, the
+  paper's unlabelled I2I target set) when unlabelled train images are asked for.
+* :func:`build_translated_dataset`: ``G(x_s)`` with ``y_s``, written by ``sci2i translate``.
+* :func:`infinite_loader`: batches forever, reshuffled every epoch, sharded per rank, with
+  bad files skipped (see :mod:`sci2i.data.robust`).
+
+Training datasets (``train=True``) use the training transform and come wrapped in
+:class:`SkipBadSamples` with ``data.max_bad_files``; evaluation datasets use the evaluation
+transform and are not wrapped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data._utils.collate import default_collate
+from torch.utils.data.distributed import DistributedSampler
+
+from sci2i.config.schema import DataConfig
+from sci2i.data.datasets import (
+    CITYSCAPES_LAYOUT,
+    GTA5_LAYOUT,
+    SYNTHIA_LAYOUT,
+    CityscapesDataset,
+    ConcatSegDataset,
+    GTA5Dataset,
+    ImageFolderDataset,
+    SynthiaDataset,
+)
+from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
+from sci2i.data.transforms import EvalTransform, TrainTransform
+from sci2i.errors import DataError
+
+
+def train_transform(data_cfg: DataConfig) -> TrainTransform:
+    """Paper training transform: longer side ``long_side``, ``crop_size``² crop, flip."""
+    return TrainTransform(data_cfg.long_side, data_cfg.crop_size, data_cfg.flip)
+
+
+def eval_transform(data_cfg: DataConfig) -> EvalTransform:
+    """Evaluation transform: input at ``eval_long_side``, label at full resolution."""
+    return EvalTransform(data_cfg.eval_long_side)
+
+
+def _transform(data_cfg: DataConfig, train: bool):
+    return train_transform(data_cfg) if train else eval_transform(data_cfg)
+
+
+def _wrap(dataset: Dataset, data_cfg: DataConfig, train: bool) -> Dataset:
+    return SkipBadSamples(dataset, data_cfg.max_bad_files) if train else dataset
+
+
+def _root(value: str, key: str, env: str, layout: str) -> Path:
+    if not value:
+        raise DataError(f"'{key}' is not set: pass {key}=/path/to/data or set {env}. Expected layout: {layout}")
+    return Path(value)
+
+
+def _source_class(data_cfg: DataConfig):
+    if data_cfg.source_format == "gta5":
+        return GTA5Dataset, GTA5_LAYOUT
+    if data_cfg.source_format == "synthia":
+        return SynthiaDataset, SYNTHIA_LAYOUT
+    raise DataError(f"data.source_format must be 'gta5' or 'synthia', got {data_cfg.source_format!r}")
+
+
+def build_source_dataset(data_cfg: DataConfig, train: bool = True) -> Dataset:
+    """The labelled source dataset at ``data.source_root`` in ``data.source_format`` layout."""
+    cls, layout = _source_class(data_cfg)
+    root = _root(data_cfg.source_root, "data.source_root", "SCI2I_SOURCE_ROOT", layout)
+    ds = cls(root, transform=_transform(data_cfg, train), max_images=data_cfg.max_images)
+    return _wrap(ds, data_cfg, train)
+
+
+def build_target_dataset(
+    data_cfg: DataConfig,
+    split: str,
+    with_labels: bool,
+    train: bool,
+    label_dir: str | Path | None = None,
+) -> Dataset:
+    """Cityscapes ``split`` at ``data.target_root``.
+
+    ``label_dir`` reads trainId pseudo labels instead of gtFine. Unlabelled requests for the
+    train split (``data.target_train_split``) append every folder of ``data.target_extra_dirs``
+    as an :class:`ImageFolderDataset`.
+    """
+    root = _root(data_cfg.target_root, "data.target_root", "SCI2I_TARGET_ROOT", CITYSCAPES_LAYOUT)
+    transform = _transform(data_cfg, train)
+    ds: Dataset = CityscapesDataset(
+        root, split, transform=transform, with_labels=with_labels, label_dir=label_dir,
+        max_images=data_cfg.max_images,
+    )
+    if not with_labels and split == data_cfg.target_train_split and data_cfg.target_extra_dirs:
+        extra = [
+            ImageFolderDataset(d, transform=transform, max_images=data_cfg.max_images)
+            for d in data_cfg.target_extra_dirs
+        ]
+        ds = ConcatSegDataset([ds, *extra])
+    return _wrap(ds, data_cfg, train)
+
+
+def build_translated_dataset(root: str | Path, data_cfg: DataConfig, train: bool = True) -> Dataset:
+    """Translated source images ``G(x_s)`` with the source labels ``y_s`` (phase c, Eq. 11).
+
+    ``root`` has the layout of ``data.source_format`` (``images/`` or ``RGB/``). Labels are read
+    from ``root`` when it has its own ``labels/`` (``GT/LABELS/``) folder, else from
+    ``data.source_root``, matched by file name.
+    """
+    cls, layout = _source_class(data_cfg)
+    root = Path(root)
+    own_labels = root / ("labels" if data_cfg.source_format == "gta5" else "GT/LABELS")
+    label_root = None
+    if not own_labels.is_dir():
+        label_root = _root(data_cfg.source_root, "data.source_root", "SCI2I_SOURCE_ROOT", layout)
+    ds = cls(root, transform=_transform(data_cfg, train), max_images=data_cfg.max_images, label_root=label_root)
+    return _wrap(ds, data_cfg, train)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class SeededSampler(Sampler):
+    """Shuffled indices paired with a per-sample seed for the random transform.
+
+    Yields ``(index, seed)``; the order is reshuffled by :meth:`set_epoch` and, when
+    torch.distributed is initialised, sharded per rank by :class:`DistributedSampler`. Seeds
+    depend only on ``(seed, epoch, rank, position)``, so augmentation does not depend on the
+    number of DataLoader workers.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, drop_last: bool = True) -> None:
+        self.seed = seed
+        self.epoch = 0
+        self.rank, self.world = _world()
+        self.n = len(dataset)
+        self.distributed = self.world > 1
+        self.dist_sampler = (
+            DistributedSampler(dataset, num_replicas=self.world, rank=self.rank, shuffle=True,
+                               seed=seed, drop_last=drop_last)
+            if self.distributed else None
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.dist_sampler is not None:
+            self.dist_sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dist_sampler) if self.dist_sampler is not None else self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.dist_sampler is not None:
+            indices = list(self.dist_sampler)
+        else:
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+            indices = torch.randperm(self.n, generator=g).tolist()
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        seeds = rng.integers(0, 2**63 - 1, size=len(indices))
+        return iter(zip(indices, (int(s) for s in seeds)))
+
+
+def _collate_reporting(items: list[dict]) -> tuple[dict, list[str]]:
+    """default_collate of the items, plus the skipped-file messages they carried."""
+    skipped = [msg for item in items for msg in item.pop(SKIPPED_KEY, [])]
+    return default_collate(items), skipped
+
+
+def infinite_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    pin_memory: bool = False,
+    drop_last: bool = True,
+    max_bad_files: Optional[int] = None,
+) -> Iterator[dict]:
+    """Yield collated batches forever: reshuffled each epoch, sharded per rank, bad files skipped.
+
+    Batches are dicts as the dataset's items, with a leading batch dimension (``name`` becomes a
+    list). Workers are persistent when ``num_workers > 0``. Bad files are skipped as described
+    in :mod:`sci2i.data.robust`; the limit is ``max_bad_files``, else that of a dataset already
+    wrapped in :class:`SkipBadSamples` (``build_*(train=True)``), else 20. The order and the
+    augmentation depend only on ``seed`` (and the rank), not on ``num_workers``.
+    """
+    inner = dataset.dataset if isinstance(dataset, SkipBadSamples) else dataset
+    limit = max_bad_files if max_bad_files is not None else getattr(dataset, "max_bad_files", 20)
+    wrapped = SkipBadSamples(inner, limit, attach_skipped=True)
+    sampler = SeededSampler(wrapped, seed, drop_last=drop_last)
+    if drop_last and len(sampler) < batch_size:
+        raise DataError(
+            f"{len(sampler)} samples per process but batch_size={batch_size} with drop_last: "
+            f"no batch can be formed from {inner!r}"
+        )
+    loader = DataLoader(
+        wrapped,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=_collate_reporting,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return _forever(loader, sampler, BadFileLedger(limit))
+
+
+def _forever(loader: DataLoader, sampler: SeededSampler, ledger: BadFileLedger) -> Iterator[dict]:
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        for batch, skipped in loader:
+            for message in skipped:
+                ledger.report(message)
+            yield batch
+        epoch += 1

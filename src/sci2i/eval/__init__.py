@@ -1,0 +1,5 @@
+"""Evaluation: confusion matrix and mIoU19/16/13, prediction export, evaluation loops."""
+
+from sci2i.eval.metrics import ConfusionMatrix, format_iou_rows, format_iou_table
+
+__all__ = ["ConfusionMatrix", "format_iou_rows", "format_iou_table"]
