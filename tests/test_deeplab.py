@@ -1,0 +1,103 @@
+"""DeepLab-v2 contracts: ASPP sums all four branches, output size, BN freezing, param groups."""
+
+import pytest
+import torch
+
+from sci2i.models.deeplab import ASPP, DeepLabV2
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def lite() -> DeepLabV2:
+    torch.manual_seed(0)
+    return DeepLabV2("efficientnet_lite0", "", num_classes=19, aspp_rates=(1, 2, 3, 4))
+
+
+def test_aspp_sums_all_four_branches():
+    torch.manual_seed(0)
+    aspp = ASPP(8, 5, rates=(1, 2, 3, 4))
+    for conv in aspp.branches:
+        torch.nn.init.normal_(conv.weight)
+        torch.nn.init.normal_(conv.bias)
+    x = torch.randn(2, 8, 12, 12)
+    expected = sum(conv(x) for conv in aspp.branches)
+    torch.testing.assert_close(aspp(x), expected)
+    # Each branch alone (the other three zeroed) contributes; the last two in particular.
+    for keep in range(4):
+        alone = ASPP(8, 5, rates=(1, 2, 3, 4))
+        alone.load_state_dict(aspp.state_dict())
+        with torch.no_grad():
+            for i, conv in enumerate(alone.branches):
+                if i != keep:
+                    conv.weight.zero_()
+                    conv.bias.zero_()
+        torch.testing.assert_close(alone(x), aspp.branches[keep](x))
+        assert alone(x).abs().sum() > 0
+
+
+def test_aspp_dilations_and_paper_rates():
+    aspp = ASPP(4, 3)
+    assert [c.dilation[0] for c in aspp.branches] == [6, 12, 18, 24]
+    assert [c.padding[0] for c in aspp.branches] == [6, 12, 18, 24]
+    assert all(c.kernel_size == (3, 3) for c in aspp.branches)
+
+
+def test_output_is_upsampled_to_input_size(lite):
+    lite.eval()
+    out = lite(torch.rand(1, 3, 50, 70))
+    assert out.shape == (1, 19, 50, 70)
+
+
+def test_every_trainable_parameter_gets_a_gradient(lite):
+    lite.train()
+    lite.zero_grad()
+    lite(torch.rand(2, 3, 32, 32)).logsumexp(1).mean().backward()
+    missing = [n for n, p in lite.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not missing, missing
+
+
+def test_frozen_bn_makes_concatenated_forward_equal_separate_forwards(lite):
+    lite.train()
+    bns = [m for m in lite.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(not m.training for m in bns)
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        joint = lite(torch.cat([a, b]))
+        torch.testing.assert_close(joint, torch.cat([lite(a), lite(b)]), atol=1e-5, rtol=1e-5)
+
+
+def test_bn_trains_when_not_frozen():
+    m = DeepLabV2("efficientnet_lite0", "", freeze_bn=False).train()
+    assert all(bn.training for bn in m.backbone.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+
+
+def test_param_groups_head_lr_multiplier(lite):
+    groups = lite.param_groups(1e-4, head_lr_mult=10.0)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["backbone"]["lr"] == pytest.approx(1e-4)
+    assert by_name["classifier"]["lr"] == pytest.approx(1e-3)
+    n_params = sum(len(g["params"]) for g in groups)
+    assert n_params == len([p for p in lite.parameters() if p.requires_grad])
+
+
+def test_linear_probe_resets_and_trains_only_the_classifier():
+    torch.manual_seed(1)
+    m = DeepLabV2("efficientnet_lite0", "", aspp_rates=(1, 2, 3, 4))
+    before = [c.weight.clone() for c in m.classifier.branches]
+    m.reset_classifier()
+    assert any(not torch.equal(b, c.weight) for b, c in zip(before, m.classifier.branches))
+    m.freeze_backbone()
+    m.train()
+    m(torch.rand(1, 3, 32, 32)).logsumexp(1).mean().backward()
+    assert all(p.grad is None for p in m.backbone.parameters())
+    assert all(p.grad is not None for p in m.classifier.parameters())
+    assert [g["name"] for g in m.param_groups(1e-3)] == ["classifier"]
+
+
+def test_vgg16_deeplab_output_stride_8():
+    m = DeepLabV2("vgg16", "", num_classes=16).eval()
+    assert m.backbone.stride == 8 and m.backbone.out_channels == 512
+    feats = m.backbone(torch.rand(1, 3, 48, 64))
+    assert feats.shape[-2:] == (6, 8)
+    assert m(torch.rand(1, 3, 48, 64)).shape == (1, 16, 48, 64)

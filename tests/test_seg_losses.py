@@ -1,0 +1,122 @@
+"""Losses on hand-computed tensors (CE, SCE, Eq. 12), EMA maths, schedules, perturbation."""
+
+import math
+
+import pytest
+import torch
+
+from sci2i.losses.consistency import consistency_loss
+from sci2i.losses.segmentation import cross_entropy, reverse_cross_entropy, symmetric_cross_entropy
+from sci2i.train.ema import ema_update, make_ema
+from sci2i.train.perturb import Perturbation
+from sci2i.train.schedules import ema_decay_at, exponential_lr, lambda_con_at, linear_ramp
+
+
+def _two_pixels():
+    # Two pixels, three classes. Pixel 0: logits (0, ln 2, ln 3) -> p = (1/6, 2/6, 3/6).
+    # Pixel 1: logits (0, 0, 0) -> p = (1/3, 1/3, 1/3).
+    logits = torch.tensor([[0.0, 0.0], [math.log(2), 0.0], [math.log(3), 0.0]]).view(1, 3, 1, 2)
+    return logits
+
+
+def test_cross_entropy_hand_computed_and_ignore():
+    logits = _two_pixels()
+    target = torch.tensor([[[2, 0]]])
+    expected = (-math.log(3 / 6) - math.log(1 / 3)) / 2
+    assert cross_entropy(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    ignored = torch.tensor([[[2, 255]]])
+    assert cross_entropy(logits, ignored).item() == pytest.approx(-math.log(0.5), rel=1e-6)
+
+
+def test_all_ignored_gives_zero_not_nan_and_keeps_graph():
+    logits = _two_pixels().requires_grad_(True)
+    target = torch.full((1, 1, 2), 255)
+    for fn in (cross_entropy, symmetric_cross_entropy):
+        loss = fn(logits, target)
+        assert loss.item() == 0.0
+        loss.backward()
+
+
+def test_symmetric_cross_entropy_hand_computed():
+    logits = _two_pixels()
+    target = torch.tensor([[[1, 255]]])  # only pixel 0, label 1: p_y = 1/3
+    ce = -math.log(1 / 3)
+    rce = 4.0 * (1 - 1 / 3)  # -Σ_k p_k log q_k, log 0 := -4, log 1 = 0
+    assert reverse_cross_entropy(logits, target).item() == pytest.approx(rce, rel=1e-6)
+    assert symmetric_cross_entropy(logits, target).item() == pytest.approx(0.1 * ce + 1.0 * rce, rel=1e-6)
+    assert symmetric_cross_entropy(logits, target, alpha=2.0, beta=0.5).item() == pytest.approx(
+        2.0 * ce + 0.5 * rce, rel=1e-6)
+
+
+def test_rce_is_bounded():
+    logits = torch.tensor([100.0, -100.0, 0.0]).view(1, 3, 1, 1)
+    assert reverse_cross_entropy(logits, torch.tensor([[[1]]])).item() == pytest.approx(4.0)
+
+
+def test_consistency_loss_hand_computed_and_teacher_detached():
+    teacher = _two_pixels()
+    student = torch.zeros(1, 3, 1, 2, requires_grad=True)  # uniform: (1/3, 1/3, 1/3)
+    # pixel 0: (1/6-1/3)² + (2/6-1/3)² + (3/6-1/3)² = 1/36 + 0 + 1/36; pixel 1: 0.
+    expected = (2 / 36 + 0.0) / 2
+    teacher_leaf = teacher.clone().requires_grad_(True)
+    loss = consistency_loss(student, teacher_leaf)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert teacher_leaf.grad is None and student.grad is not None
+
+
+def test_ema_update_exact_for_parameters_and_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = make_ema(model)
+    assert all(not p.requires_grad for p in ema.parameters())
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.fill_(1.0)
+        for p in model.parameters():
+            p.fill_(3.0)
+        model[1].running_mean.fill_(7.0)
+        model[1].num_batches_tracked.fill_(5)
+    ema_update(ema, model, decay=0.75)
+    for p in ema.parameters():  # 0.75·1 + 0.25·3 = 1.5
+        torch.testing.assert_close(p, torch.full_like(p, 1.5))
+    torch.testing.assert_close(ema[1].running_mean, torch.full((2,), 7.0))
+    assert int(ema[1].num_batches_tracked) == 5
+    for p in model.parameters():  # the model itself is untouched
+        torch.testing.assert_close(p, torch.full_like(p, 3.0))
+    ema_update(ema, model, decay=1.0)  # decay 1 keeps the EMA
+    torch.testing.assert_close(ema[0].weight, torch.full((2, 2), 1.5))
+    ema_update(ema, model, decay=0.0)  # decay 0 copies
+    torch.testing.assert_close(ema[0].weight, torch.full((2, 2), 3.0))
+
+
+def test_lambda_con_schedule():
+    assert [lambda_con_at(s, 3, 10.0) for s in range(5)] == [0, 0, 0, 10.0, 10.0]
+    assert lambda_con_at(0, 0, 2.0) == 2.0
+
+
+def test_exponential_lr_and_linear_ramp():
+    assert exponential_lr(0, 1e-3, 0.5) == pytest.approx(1e-3)
+    assert exponential_lr(3, 1e-3, 0.5) == pytest.approx(1.25e-4)
+    ramp = [linear_ramp(s, 2, 6, 0.3) for s in range(8)]
+    assert ramp == pytest.approx([0, 0, 0, 0.075, 0.15, 0.225, 0.3, 0.3])
+    assert linear_ramp(5, 5, 5, 1.0) == 1.0 and linear_ramp(4, 5, 5, 1.0) == 0.0
+
+
+def test_ema_decay_warmup():
+    assert ema_decay_at(0, 0.999) == 0.0  # first update copies the student
+    assert ema_decay_at(9, 0.999) == pytest.approx(0.9)
+    assert ema_decay_at(10**6, 0.999) == 0.999
+    assert ema_decay_at(0, 0.999, warmup=False) == 0.999
+
+
+def test_perturbation_identity_and_range():
+    x = torch.rand(2, 3, 16, 20)
+    torch.testing.assert_close(Perturbation(0.0, (0.0, 0.0), 0.0)(x), x)
+    torch.manual_seed(0)
+    y = Perturbation()(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert (y - x).abs().mean() > 0.01
+    # photometric only: a constant image stays spatially constant without noise.
+    c = torch.full((1, 3, 16, 16), 0.5)
+    z = Perturbation(0.4, (0.5, 1.5), 0.0)(c)
+    assert (z - z[..., :1, :1]).abs().max() < 1e-5
