@@ -66,7 +66,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
             arr = np.asarray(img, dtype=np.uint32) >> 8
             arr = np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
         else:
-            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            arr = np.array(img.convert("RGB"), dtype=np.uint8)
     except Exception as e:
         raise DataError(f"cannot convert image {path} to RGB: {type(e).__name__}: {e}") from e
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.size == 0:
@@ -87,7 +87,7 @@ def read_label_ids(path: str | Path) -> np.ndarray:
             f"label {path} has PIL mode {img.mode!r}; expected an 8-bit palette ('P') or grey "
             f"('L') PNG whose values are Cityscapes labelIds"
         )
-    arr = np.asarray(img, dtype=np.uint8)
+    arr = np.array(img, dtype=np.uint8)
     if arr.ndim != 2 or arr.size == 0:
         raise DataError(f"label {path} has unexpected shape {arr.shape}")
     return np.ascontiguousarray(arr)
