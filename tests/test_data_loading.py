@@ -124,6 +124,7 @@ def test_build_target_with_extra_dirs_and_pseudo_labels(tmp_path):
                target_extra_dirs=[str(w["sequence"].root), str(extra.root)])
     unl = B.build_target_dataset(cfg, "train", with_labels=False, train=True)
     assert len(unl) == 2 + 6 + 1 and "label" not in unl[5]
+    assert unl.names[:3] == w["train"].names + w["sequence"].names[:1] and unl.names[-1] == "x/1.png"
     assert len(B.build_target_dataset(cfg, "val", with_labels=False, train=False)) == 2
     assert len(B.build_target_dataset(cfg, "train", with_labels=True, train=False)) == 2
     for name in w["train"].names:

@@ -172,6 +172,13 @@ class SeededSampler(Sampler):
         return iter(zip(indices, (int(s) for s in seeds)))
 
 
+def _worker_init(worker_id: int) -> None:
+    """One OpenCV thread per DataLoader worker: the workers already use the cores."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _collate_reporting(items: list[dict]) -> tuple[dict, list[str]]:
     """default_collate of the items, plus the skipped-file messages they carried."""
     skipped = [msg for item in items for msg in item.pop(SKIPPED_KEY, [])]
@@ -214,6 +221,7 @@ def infinite_loader(
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_worker_init if num_workers > 0 else None,
     )
     return _forever(loader, sampler, BadFileLedger(limit))
 

@@ -323,6 +323,15 @@ class ConcatSegDataset(Dataset):
     def __repr__(self) -> str:
         return f"ConcatSegDataset({self.datasets!r})"
 
+    @property
+    def names(self) -> list[str]:
+        """Item names of all parts in order (names are relative to each part's own root)."""
+        return [n for d in self.datasets for n in d.names]
+
+    @property
+    def has_labels(self) -> bool:
+        return all(d.has_labels for d in self.datasets)
+
     def _locate(self, index: int) -> tuple[SegmentationDataset, int]:
         if not 0 <= index < len(self):
             raise IndexError(index)
