@@ -75,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(official evaluator / benchmark format) and DIR/color/**/*_color.png",
     )
     p.add_argument("--max-images", type=int, default=0, metavar="N", help="score only the first N images (0 = all)")
+    p.add_argument("--long-side", type=int, default=None, metavar="N",
+                   help="with --checkpoint: network input scale (default: the model's data.eval_long_side)")
+    p.add_argument("--device", default="auto", help="with --checkpoint: auto | cpu | cuda | cuda:N")
     p.add_argument("--json", metavar="OUT", default=None, help="also write all scores to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
@@ -83,11 +86,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Evaluate a segmentation checkpoint; returns the results dict of sci2i.eval.evaluator.
 
-    The model side plugs in here: load the model from ``args.checkpoint``, build the target
-    split with ``sci2i.data.build.build_target_dataset(data_cfg, args.split, with_labels=True,
-    train=False)`` and call ``evaluate_segmenter(predict_fn, dataset, device, args.export)``.
+    ``args.checkpoint`` is ``teacher.safetensors``, a training checkpoint or a run directory
+    (see :func:`sci2i.segmenter.evaluate_checkpoint`); the input scale is the model's
+    ``data.eval_long_side`` unless ``--long-side`` is given.
     """
-    raise UserError("sci2i evaluate --checkpoint is not available in this build yet; use --predictions")
+    from sci2i.segmenter import evaluate_checkpoint as evaluate_segmenter_checkpoint
+
+    return evaluate_segmenter_checkpoint(
+        args.checkpoint, args.target_root, split=args.split, class_set=args.class_set,
+        export_dir=args.export, max_images=args.max_images, long_side=args.long_side,
+        device=args.device, progress=not args.no_progress,
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,0 +1,443 @@
+"""Mean-teacher segmentation training: phases (a) warm-up and (c) final (Eqs. 10-12).
+
+Paper -> code (names used throughout this module):
+
+=================================  ============================================================
+paper                              code
+=================================  ============================================================
+F_S (student)                      ``student`` (:class:`~sci2i.models.deeplab.DeepLabV2`)
+F_T (teacher, EMA of F_S)          ``teacher``; :func:`~sci2i.train.ema.ema_update` right
+                                   after each optimiser step, never any gradient
+x_s, y_s                           ``src`` batch (``cfg.data.source_root``)
+G(x_s), y_s                        ``translated`` batch (``cfg.seg.translated_root``)
+x_t                                ``trg`` batch (target train split, unlabelled)
+P(x_t)                             ``perturb(trg images)`` (:mod:`sci2i.train.perturb`)
+L_FS (Eq. 10)                      ``total`` of :func:`mean_teacher_objective`
+L_FS,seg (Eq. 11)                  ``seg_src``: CE over x_s and G(x_s) together
+L_FS,con (Eq. 12)                  ``con``: :func:`~sci2i.losses.consistency.consistency_loss`
+λ_con                              :func:`~sci2i.train.schedules.lambda_con_at`
+oracle (target-supervised)         ``seg_trg``, weight ``cfg.seg.lambda_trg_sup``
+=================================  ============================================================
+
+Variants are config values, not code paths: source-only is ``seg.lambda_con=0``; phase (a)
+is ``seg.translated_root=""``; phase (c) sets ``seg.translated_root``; the oracle is
+``seg.lambda_src=0 seg.lambda_trg_sup=1 seg.lambda_con=0``. A stream whose weight is zero is
+never read.
+
+One student forward per step: ``[x_s ‖ G(x_s) ‖ P(x_t)]`` are concatenated along the batch
+(all training crops are ``crop_size``²). With the backbone's BatchNorm frozen (the default,
+see :mod:`sci2i.models.deeplab`) this is exactly three separate forwards, only faster.
+
+Batch composition per step (:func:`batch_plan`): ``seg.batch_size`` = B source images and B
+target images. In phase (c) a fraction ``seg.translated_fraction`` (0.5: the paper's 50/50
+split) of the B source slots is drawn from G(x_s); with an odd number it alternates between
+steps (B = 1: x_s, G(x_s), x_s, ...), so the mix is exact over any two steps. Eq. 11 sums the
+CE of the two kinds of images; we take the CE mean over all source pixels of the step, which
+for a 50/50 split is Eq. 11 divided by 2, and keeps the scale of L_FS,seg — and so the meaning
+of λ_con — the same in phases (a) and (c) for every batch size.
+
+Exact resumption: the lr, λ_con, the EMA decay and the batch composition are functions of the
+step; each data stream (:class:`~sci2i.train.sample_stream.SampleStream`) restarts at the
+number of samples consumed so far; RNG states, the optimiser and both networks are in the
+checkpoint. A resumed run therefore takes the same next step as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from sci2i.config import Config, ConfigError, to_yaml
+from sci2i.losses.consistency import consistency_loss
+from sci2i.losses.segmentation import cross_entropy
+from sci2i.models.deeplab import DeepLabV2, build_deeplab
+from sci2i.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
+from sci2i.train.ema import ema_update, make_ema, unwrap
+from sci2i.train.loop import (
+    AmpContext,
+    GracefulStop,
+    NonFiniteGuard,
+    clip_grad_norm,
+    configure_backends,
+    make_optimizer,
+    prepare_model,
+    to_float,
+)
+from sci2i.train.perturb import Perturbation
+from sci2i.train.sample_stream import SampleStream
+from sci2i.train.schedules import ema_decay_at, exponential_lr, lambda_con_at
+from sci2i.utils.checkpoint import CheckpointManager, load_state_dict_strict
+from sci2i.utils.distributed import barrier, init_distributed, is_main_process, wrap_ddp
+from sci2i.utils.rundir import RunDir
+from sci2i.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger("sci2i")
+
+PHASE = "seg"
+STREAMS = ("src", "translated", "trg")
+
+
+# ----------------------------------------------------------------------------- objective
+def mean_teacher_objective(
+    src_logits: Optional[torch.Tensor],
+    src_labels: Optional[torch.Tensor],
+    student_trg_logits: Optional[torch.Tensor],
+    teacher_trg_logits: Optional[torch.Tensor],
+    trg_labels: Optional[torch.Tensor],
+    lambda_src: float,
+    lambda_con: float,
+    lambda_trg_sup: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_FS = λ_src·L_FS,seg + λ_con·L_FS,con (+ λ_trg_sup·CE on target labels), Eqs. 10-12.
+
+    ``src_*`` cover x_s and G(x_s) (Eq. 11), ``student_trg_logits`` = F_S(P(x_t)),
+    ``teacher_trg_logits`` = F_T(x_t) (Eq. 12). A term whose inputs are ``None`` is 0.
+    Returns ``(total, {"seg_src", "con", "seg_trg", "total"})`` (detached parts for logging).
+    """
+    ref = next(t for t in (src_logits, student_trg_logits) if t is not None)
+    zero = ref.new_zeros((), dtype=torch.float32)
+    seg_src = cross_entropy(src_logits, src_labels) if src_logits is not None else zero
+    con = (consistency_loss(student_trg_logits, teacher_trg_logits)
+           if teacher_trg_logits is not None else zero)
+    seg_trg = cross_entropy(student_trg_logits, trg_labels) if trg_labels is not None else zero
+    total = lambda_src * seg_src + lambda_con * con + lambda_trg_sup * seg_trg
+    parts = {"seg_src": seg_src, "con": con, "seg_trg": seg_trg, "total": total}
+    return total, {k: v.detach() for k, v in parts.items()}
+
+
+# ----------------------------------------------------------------------------- batch plan
+@dataclass(frozen=True)
+class BatchPlan:
+    """Images drawn from each stream at one step."""
+
+    src: int
+    translated: int
+    trg: int
+
+
+def batch_plan(step: int, cfg: Config) -> BatchPlan:
+    """How many x_s, G(x_s) and x_t images step ``step`` uses (a pure function of the step)."""
+    s = cfg.seg
+    b = s.batch_size
+    use_src = s.lambda_src > 0
+    frac = s.translated_fraction if (s.translated_root and use_src) else 0.0
+    # translated images among the first k source slots: floor(frac·k), so the split is exact
+    # over every window of steps; the epsilon guards against 0.1·30 = 2.9999...
+    translated = math.floor(frac * b * (step + 1) + 1e-9) - math.floor(frac * b * step + 1e-9)
+    src = b - translated if use_src else 0
+    need_trg = lambda_con_at(step, s.con_start, s.lambda_con) > 0 or s.lambda_trg_sup > 0
+    return BatchPlan(src=src, translated=translated, trg=b if need_trg else 0)
+
+
+def consumed_before(step: int, cfg: Config) -> dict[str, int]:
+    """Samples each stream has yielded before step ``step`` (where a resumed stream starts)."""
+    totals = dict.fromkeys(STREAMS, 0)
+    for s in range(step):
+        plan = batch_plan(s, cfg)
+        for k in STREAMS:
+            totals[k] += getattr(plan, k)
+    return totals
+
+
+def check_config(cfg: Config) -> None:
+    """Combinations that cannot train, refused before any work starts."""
+    s = cfg.seg
+    if s.lambda_src <= 0 and s.lambda_trg_sup <= 0:
+        raise ConfigError(
+            "nothing supervises the student: seg.lambda_src and seg.lambda_trg_sup are both 0 "
+            "(use lambda_src=1 for UDA or source-only, lambda_trg_sup=1 for the oracle)"
+        )
+    if s.translated_root and not Path(s.translated_root).is_dir():
+        raise ConfigError(f"'seg.translated_root' = {s.translated_root} is not a folder (write it "
+                          f"with `sci2i translate`)")
+
+
+def _stream_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------- trainer
+class MeanTeacherTrainer:
+    """Student, EMA teacher, optimiser and data streams of one segmentation run."""
+
+    def __init__(self, cfg: Config, run: RunDir, device: torch.device, progress: bool = True,
+                 init_weights: str | Path | None = None) -> None:
+        check_config(cfg)
+        self.cfg, self.run, self.device, self.progress = cfg, run, device, progress
+        perf = cfg.perf
+        configure_backends(perf, cfg.run.deterministic)
+        self.student: DeepLabV2 = build_deeplab(cfg.model)
+        init = init_weights or cfg.model.init_checkpoint
+        if init:
+            load_state_dict_strict(self.student, load_segmenter(init).state_dict(), str(init))
+            log.info("student initialised from %s", init)
+        self.student = prepare_model(self.student, dataclasses.replace(perf, compile=False), device)
+        # F_T starts as a copy of F_S; it is only ever changed by ema_update.
+        self.teacher = make_ema(self.student).eval()
+        self.student_fwd = wrap_ddp(self.student, device)
+        self.teacher_fwd: torch.nn.Module = self.teacher
+        if perf.compile:
+            self.student_fwd = torch.compile(self.student_fwd)
+            self.teacher_fwd = torch.compile(self.teacher)
+        self.optimizer = make_optimizer(
+            self.student.param_groups(cfg.seg.lr, cfg.model.head_lr_mult), cfg.seg.lr,
+            cfg.seg.betas, cfg.seg.weight_decay, perf, device,
+        )
+        self.amp = AmpContext(perf, device)
+        self.guard = NonFiniteGuard(cfg.run.max_nonfinite_steps, name="train-seg")
+        self.perturb = Perturbation.from_config(cfg.seg)
+        self.checkpoints = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
+        self.step = 0
+        self.streams: dict[str, SampleStream] = {}
+        self._acc: dict[str, torch.Tensor] = {}
+        self._acc_n = 0
+        self.val_set = self._build_val_set()
+
+    # -- data ------------------------------------------------------------------------
+    def _build_val_set(self):
+        from sci2i.data.build import build_target_dataset
+
+        return build_target_dataset(self.cfg.data, self.cfg.data.target_val_split,
+                                    with_labels=True, train=False)
+
+    def _datasets(self) -> dict:
+        """The training datasets whose weight is non-zero (others are never opened)."""
+        from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
+
+        cfg, s = self.cfg, self.cfg.seg
+        out = {}
+        if s.lambda_src > 0:
+            out["src"] = build_source_dataset(cfg.data, train=True)
+            if s.translated_root and s.translated_fraction > 0:
+                out["translated"] = build_translated_dataset(s.translated_root, cfg.data, train=True)
+        if s.lambda_con > 0 or s.lambda_trg_sup > 0:
+            # The segmentation phases use the target train split only (SPEC §2), not the
+            # extra sequence frames of the I2I phase.
+            data = dataclasses.replace(cfg.data, target_extra_dirs=[])
+            out["trg"] = build_target_dataset(data, data.target_train_split,
+                                              with_labels=s.lambda_trg_sup > 0, train=True)
+        return out
+
+    def open_streams(self) -> None:
+        start = consumed_before(self.step, self.cfg)
+        pin = self.cfg.perf.pin_memory and self.device.type == "cuda"
+        for name, ds in self._datasets().items():
+            self.streams[name] = SampleStream(
+                ds, _stream_seed(self.cfg.run.seed, STREAMS.index(name)),
+                num_workers=self.cfg.data.num_workers, start=start[name], pin_memory=pin,
+                max_bad_files=self.cfg.data.max_bad_files,
+            )
+
+    def _take(self, name: str, n: int) -> Optional[dict]:
+        return self.streams[name].take(n) if n > 0 else None
+
+    # -- one step --------------------------------------------------------------------
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.perf.channels_last and self.device.type == "cuda" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step of F_S on L_FS, then the EMA update of F_T (Eqs. 10-12)."""
+        cfg, s, step = self.cfg, self.cfg.seg, self.step
+        plan = batch_plan(step, cfg)
+        lam_con = lambda_con_at(step, s.con_start, s.lambda_con)
+        lr = exponential_lr(step, s.lr, s.lr_gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+
+        src_parts = [b for b in (self._take("src", plan.src), self._take("translated", plan.translated)) if b]
+        trg = self._take("trg", plan.trg)
+        inputs, labels_src = [], None
+        if src_parts:
+            inputs.append(self._to_device(torch.cat([b["image"] for b in src_parts])))
+            labels_src = self._to_device(torch.cat([b["label"] for b in src_parts]))
+        trg_images = trg_labels = None
+        if trg is not None:
+            trg_images = self._to_device(trg["image"])
+            inputs.append(self.perturb(trg_images))  # P(x_t): photometric, pixel-aligned
+            trg_labels = self._to_device(trg["label"]) if "label" in trg else None
+        n_src = inputs[0].shape[0] if src_parts else 0
+
+        with self.amp.autocast():
+            logits = self.student_fwd(torch.cat(inputs))  # [x_s ‖ G(x_s) ‖ P(x_t)] in one pass
+            teacher_logits = None
+            if lam_con > 0:
+                with torch.no_grad():
+                    teacher_logits = self.teacher_fwd(trg_images)  # F_T sees the clean x_t
+        src_logits = logits[:n_src] if n_src else None
+        trg_logits = logits[n_src:] if trg is not None else None
+        total, parts = mean_teacher_objective(
+            src_logits, labels_src, trg_logits, teacher_logits, trg_labels,
+            s.lambda_src, lam_con, s.lambda_trg_sup,
+        )
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.amp.backward(total)
+        self.amp.unscale(self.optimizer)
+        grad_norm = clip_grad_norm(self.student.parameters(), s.grad_clip)
+        # With an fp16 GradScaler, inf gradients are the scaler's business (it skips the step
+        # and lowers the scale); the guard then watches the loss only.
+        watched = (total,) if self.amp.scaler.is_enabled() else (total, grad_norm)
+        if self.guard.step_ok(step, *watched):
+            self.amp.step(self.optimizer)
+            ema_update(self.teacher, self.student, ema_decay_at(step, s.ema_decay, s.ema_warmup))
+        parts.update(grad_norm=grad_norm.detach(), lr=torch.tensor(lr), lambda_con=torch.tensor(lam_con))
+        return parts
+
+    # -- state -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "student": unwrap(self.student).state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "amp": self.amp.state_dict(),
+            "step": self.step,
+            "consumed": {k: v.consumed for k, v in self.streams.items()},
+            "rng": rng_state(),
+            "config": to_yaml(self.cfg),
+            "model_meta": model_meta(self.student),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        load_state_dict_strict(unwrap(self.student), state["student"], "checkpoint (student)")
+        load_state_dict_strict(self.teacher, state["teacher"], "checkpoint (teacher)")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.amp.load_state_dict(state.get("amp", {}))
+        self.step = int(state["step"])
+        set_rng_state(state["rng"])
+        if state.get("config") and state["config"] != to_yaml(self.cfg):
+            log.warning("resuming with a configuration that differs from the checkpoint's; "
+                        "see %s for the one in use", self.run.path / "config.yaml")
+
+    def save_checkpoint(self) -> None:
+        if is_main_process():
+            path = self.checkpoints.save(self.state_dict(), self.step)
+            log.info("checkpoint %s", path)
+        barrier()
+
+    def resume(self) -> bool:
+        state = self.checkpoints.load_latest(map_location=self.device)
+        if state is None:
+            log.info("no checkpoint in %s: starting from step 0", self.checkpoints.folder)
+            return False
+        self.load_state_dict(state)
+        log.info("resumed from step %d", self.step)
+        return True
+
+    # -- evaluation & logging --------------------------------------------------------
+    def evaluate(self, final: bool = False) -> dict:
+        """Teacher F_T on the target val split; JSON + table into ``<run>/eval/``."""
+        from sci2i.eval.evaluator import evaluate_segmenter, results_to_json
+        from sci2i.eval.metrics import headline_metrics
+
+        results: dict = {}
+        if is_main_process():
+            results = evaluate_segmenter(
+                lambda x: predict_logits(self.teacher_fwd, x, self.amp.dtype), self.val_set,
+                self.device, progress=self.progress, class_set=self.cfg.data.class_set,
+                num_workers=min(self.cfg.data.num_workers, 4),
+            )
+            results["step"] = self.step
+            tag = "final" if final else f"step_{self.step:08d}"
+            out = self.run.path / "eval"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{tag}.json").write_text(json.dumps(results_to_json(results), indent=2) + "\n")
+            (out / f"{tag}.md").write_text(results["table"] + "\n")
+            heads = {f"Eval/{k}": results[k] for k in headline_metrics(self.cfg.data.class_set)}
+            self.run.log_metrics(PHASE, self.step, heads)
+            log.info("step %d teacher on %s: %s", self.step, self.cfg.data.target_val_split,
+                     ", ".join(f"{k[5:]} {v:.2f}" for k, v in heads.items()))
+        barrier()
+        return results
+
+    def _accumulate(self, parts: dict[str, torch.Tensor]) -> None:
+        for k, v in parts.items():
+            self._acc[k] = self._acc[k] + v if k in self._acc else v.clone()
+        self._acc_n += 1
+
+    def _flush_log(self, bar) -> None:
+        values = to_float({k: v / self._acc_n for k, v in self._acc.items()})  # one sync
+        self._acc, self._acc_n = {}, 0
+        named = {(f"Loss/{k}" if k in ("seg_src", "con", "seg_trg", "total") else k): v
+                 for k, v in values.items()}
+        self.run.log_metrics(PHASE, self.step, named)
+        if bar is not None:
+            bar.set_postfix(loss=f"{values['total']:.3f}", con=f"{values['con']:.4f}", refresh=False)
+
+    # -- the loop --------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``seg.steps``; checkpoints, logs, evaluates; exports the teacher at the end."""
+        cfg = self.cfg
+        total_steps = cfg.seg.steps
+        self.open_streams()
+        bar = None
+        if self.progress and is_main_process():
+            from tqdm import tqdm
+
+            bar = tqdm(total=total_steps, initial=self.step, desc="train-seg", dynamic_ncols=True)
+        stopped = False
+        with GracefulStop() as stop:
+            while self.step < total_steps:
+                parts = self.train_step()
+                self._accumulate(parts)
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.seg.log_every == 0 or self.step == total_steps:
+                    self._flush_log(bar)
+                if stop.requested:
+                    stopped = True
+                    break
+                if self.step % cfg.run.checkpoint_every == 0 and self.step < total_steps:
+                    self.save_checkpoint()
+                if cfg.seg.eval_every > 0 and self.step % cfg.seg.eval_every == 0 and self.step < total_steps:
+                    self.evaluate()
+        if bar is not None:
+            bar.close()
+        self.save_checkpoint()
+        if stopped:
+            log.warning("stopped at step %d; continue with --resume", self.step)
+            return {"stopped": True, "step": self.step, "run_dir": self.run.path}
+        weights = self.run.path / WEIGHTS_NAME
+        if is_main_process():
+            save_segmenter(self.teacher, weights, to_yaml(cfg))
+            log.info("teacher weights: %s", weights)
+        results = self.evaluate(final=True)
+        if is_main_process():
+            (self.run.path / "eval.json").write_text((self.run.path / "eval" / "final.json").read_text())
+        return {"stopped": False, "step": self.step, "run_dir": self.run.path, "weights": weights,
+                "eval": results}
+
+
+def train_segmentation(cfg: Config, out_dir: str | Path | None = None, resume: bool = False,
+                       progress: bool = True, init_weights: str | Path | None = None) -> dict:
+    """Run one mean-teacher segmentation phase into ``out_dir`` (default ``cfg.run.out_dir``).
+
+    Returns ``{"weights": <run>/teacher.safetensors, "eval": results dict of the final teacher
+    evaluation, "run_dir", "step", "stopped"}``; with ``resume`` the run continues from the
+    newest checkpoint in ``<run>/checkpoints`` (from scratch when there is none).
+    ``init_weights`` (a segmenter file or run directory) overrides ``model.init_checkpoint``.
+    """
+    if out_dir is not None:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(out_dir)))
+    device = resolve_device(cfg.perf.device)
+    init_distributed(device.type)
+    seed_everything(cfg.run.seed, cfg.run.deterministic)
+    run = RunDir(cfg, cfg.run.out_dir, enabled=is_main_process())
+    try:
+        trainer = MeanTeacherTrainer(cfg, run, device, progress=progress, init_weights=init_weights)
+        if resume:
+            trainer.resume()
+        return trainer.fit()
+    finally:
+        run.close()

@@ -1,0 +1,83 @@
+"""Resumable streams of training samples: sample k of a stream is a function of (seed, k).
+
+:func:`sci2i.data.build.infinite_loader` yields whole batches from the start of its stream.
+A training loop that draws a *varying* number of images per step from several datasets (phase
+(c): ``x_s`` and ``G(x_s)`` in a 50/50 mix; the target only once λ_con > 0), and that must
+resume bit-exactly from a checkpoint, needs single samples from an arbitrary position instead.
+:class:`SampleStream` gives that, with the same sample order and per-sample augmentation seeds
+as ``infinite_loader`` (:class:`sci2i.data.build.SeededSampler`: the order of epoch ``e`` and
+each sample's transform seed depend only on ``(seed, e, rank, position)``), the same bad-file
+skipping (:mod:`sci2i.data.robust`), and DataLoader workers prefetching ahead.
+
+``stream.take(n)`` returns the next ``n`` items collated (``None`` for ``n = 0``);
+``SampleStream(..., start=k)`` starts at sample ``k``, so a resumed run that knows how many
+samples it consumed continues exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from sci2i.data.build import SeededSampler
+from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
+
+
+class _SamplerFrom(Sampler):
+    """``(index, seed)`` pairs of a :class:`SeededSampler`, forever, from position ``start``."""
+
+    def __init__(self, base: SeededSampler, start: int) -> None:
+        self.base = base
+        self.start = start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        n = len(self.base)
+        epoch, offset = divmod(self.start, n)
+        while True:
+            self.base.set_epoch(epoch)
+            for k, pair in enumerate(self.base):
+                if k >= offset:
+                    yield pair
+            epoch, offset = epoch + 1, 0
+
+
+def _identity(item: dict) -> dict:
+    return item
+
+
+class SampleStream:
+    """Single training samples forever, from sample ``start`` of the ``seed``-ed order."""
+
+    def __init__(self, dataset: Dataset, seed: int, num_workers: int = 0, start: int = 0,
+                 pin_memory: bool = False, max_bad_files: Optional[int] = None) -> None:
+        inner = dataset.dataset if isinstance(dataset, SkipBadSamples) else dataset
+        limit = max_bad_files if max_bad_files is not None else getattr(dataset, "max_bad_files", 20)
+        wrapped = SkipBadSamples(inner, limit, attach_skipped=True)
+        self.ledger = BadFileLedger(limit)
+        self.consumed = start
+        sampler = _SamplerFrom(SeededSampler(wrapped, seed, drop_last=True), start)
+        self._loader = DataLoader(
+            wrapped, batch_size=None, sampler=sampler, num_workers=num_workers,
+            collate_fn=_identity, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+            prefetch_factor=4 if num_workers > 0 else None,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self._it: Optional[Iterator[dict]] = None
+
+    def take(self, n: int) -> Optional[dict]:
+        """The next ``n`` samples collated into a batch; ``None`` when ``n == 0``."""
+        if n <= 0:
+            return None
+        if self._it is None:
+            self._it = iter(self._loader)
+        items = []
+        for _ in range(n):
+            item = next(self._it)
+            for message in item.pop(SKIPPED_KEY, []):
+                self.ledger.report(message)
+            items.append(item)
+        self.consumed += n
+        return default_collate(items)

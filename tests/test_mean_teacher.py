@@ -1,0 +1,197 @@
+"""Mean-teacher training end to end on tiny fixture data (CPU, num_workers=0, deterministic).
+
+Teacher contract (no gradient, exact EMA), batch composition, loss goes down, checkpoint ->
+resume equals an uninterrupted run, segmenter files load, pseudo labels round-trip through
+CityscapesDataset(label_dir=...), and the evaluate/pseudo-label commands.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures import write_cityscapes, write_gta5
+from PIL import Image
+
+from sci2i.cli import main as cli_main
+from sci2i.config import ConfigError, load_config
+from sci2i.data.datasets import CityscapesDataset, pseudo_label_path
+from sci2i.losses.segmentation import cross_entropy
+from sci2i.segmenter import confidence_path, load_segmenter, predict_logits, write_pseudo_labels
+from sci2i.train.mean_teacher import (
+    MeanTeacherTrainer,
+    batch_plan,
+    consumed_before,
+    mean_teacher_objective,
+    train_segmentation,
+)
+from sci2i.utils.checkpoint import load_state
+from sci2i.utils.rundir import RunDir, read_metrics
+from sci2i.utils.runtime import seed_everything
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_gta5(root / "gta", n=6, size=(64, 32), seed=1)
+    write_gta5(root / "translated", n=6, size=(64, 32), seed=2)
+    write_cityscapes(root / "cs", n_per_split=3, size=(64, 32), seed=3)
+    return root
+
+
+def _cfg(data: Path, *extra: str):
+    return load_config(None, [
+        "model.backbone=efficientnet_lite0", "model.aspp_rates=[1,2,3,4]",
+        f"data.source_root={data / 'gta'}", f"data.target_root={data / 'cs'}",
+        "data.long_side=64", "data.crop_size=32", "data.eval_long_side=64", "data.num_workers=0",
+        "seg.batch_size=2", "seg.lr=1e-3", "seg.con_start=1", "seg.log_every=2",
+        "seg.eval_every=0", "run.checkpoint_every=100", "run.deterministic=true", "perf.device=cpu",
+        *extra,
+    ])
+
+
+def test_batch_plan_mixes_translated_50_50_and_counts_consumption(tmp_path):
+    cfg = load_config(None, [f"seg.translated_root={tmp_path}", "seg.batch_size=1", "seg.con_start=2"])
+    plans = [batch_plan(s, cfg) for s in range(4)]
+    assert [(p.src, p.translated, p.trg) for p in plans] == [(1, 0, 0), (0, 1, 0), (1, 0, 1), (0, 1, 1)]
+    cfg4 = load_config(None, [f"seg.translated_root={tmp_path}", "seg.batch_size=4"])
+    assert (batch_plan(0, cfg4).src, batch_plan(0, cfg4).translated) == (2, 2)
+    assert consumed_before(4, cfg) == {"src": 2, "translated": 2, "trg": 2}
+    oracle = load_config(None, ["seg.lambda_src=0", "seg.lambda_con=0", "seg.lambda_trg_sup=1"])
+    assert (batch_plan(0, oracle).src, batch_plan(0, oracle).trg) == (0, oracle.seg.batch_size)
+    source_only = load_config(None, ["seg.lambda_con=0", "seg.con_start=0"])
+    assert batch_plan(5, source_only).trg == 0
+
+
+def test_objective_weights_switch_terms_off():
+    torch.manual_seed(0)
+    src, trg_s, trg_t = torch.randn(1, 19, 4, 4), torch.randn(1, 19, 4, 4), torch.randn(1, 19, 4, 4)
+    y = torch.randint(0, 19, (1, 4, 4))
+    total, parts = mean_teacher_objective(src, y, trg_s, trg_t, None, 1.0, 0.0, 0.0)
+    torch.testing.assert_close(total, cross_entropy(src, y))
+    total, parts = mean_teacher_objective(src, y, trg_s, trg_t, None, 1.0, 2.0, 0.0)
+    torch.testing.assert_close(total, parts["seg_src"] + 2.0 * parts["con"])
+    assert parts["con"] > 0 and parts["seg_trg"] == 0
+
+
+def test_nothing_supervised_is_refused(data, tmp_path):
+    with pytest.raises(ConfigError, match="nothing supervises"):
+        train_segmentation(_cfg(data, "seg.lambda_src=0"), tmp_path / "r", progress=False)
+
+
+def test_teacher_gets_no_gradient_and_is_exact_ema_of_student(data, tmp_path):
+    cfg = _cfg(data, "seg.steps=3", "seg.ema_decay=0.9")
+    seed_everything(0, True)
+    trainer = MeanTeacherTrainer(cfg, RunDir(cfg, tmp_path / "r"), torch.device("cpu"), progress=False)
+    trainer.open_streams()
+    assert all(not p.requires_grad for p in trainer.teacher.parameters())
+    teacher_before = copy.deepcopy(trainer.teacher.state_dict())
+    trainer.train_step()  # step 0: warm-up decay min(1 - 1/1, 0.9) = 0 -> teacher = student
+    trainer.step += 1
+    for (name, t), s in zip(trainer.teacher.named_parameters(), trainer.student.parameters()):
+        torch.testing.assert_close(t, s, msg=name)
+    assert any(not torch.equal(teacher_before[k], v) for k, v in trainer.teacher.state_dict().items())
+    teacher_0 = {k: v.clone() for k, v in trainer.teacher.named_parameters()}
+    parts = trainer.train_step()  # step 1 uses the consistency loss; decay min(1 - 1/2, 0.9) = 0.5
+    assert parts["con"] > 0 and float(parts["lambda_con"]) == cfg.seg.lambda_con
+    assert all(p.grad is None for p in trainer.teacher.parameters())
+    for (name, t), s in zip(trainer.teacher.named_parameters(), trainer.student.parameters()):
+        torch.testing.assert_close(t, 0.5 * teacher_0[name] + 0.5 * s, msg=name)
+
+
+def test_training_lowers_the_source_loss(data, tmp_path):
+    cfg = _cfg(data, "seg.steps=15", "seg.lr=2e-3", "seg.lambda_con=1")
+    seed_everything(0, True)
+    trainer = MeanTeacherTrainer(cfg, RunDir(cfg, tmp_path / "r"), torch.device("cpu"), progress=False)
+    from sci2i.data.build import build_source_dataset
+
+    ds = build_source_dataset(cfg.data, train=False)
+    images = torch.stack([ds[i]["image"] for i in range(4)])
+    labels = torch.stack([ds[i]["label"] for i in range(4)])
+
+    def loss() -> float:
+        return float(cross_entropy(predict_logits(trainer.student.eval(), images), labels))
+
+    before = loss()
+    trainer.student.train()
+    trainer.fit()
+    after = loss()
+    assert after < 0.8 * before, (before, after)
+    logged = [m for m in read_metrics(tmp_path / "r") if "Loss/total" in m]
+    assert logged and {"Loss/seg_src", "Loss/con", "lr", "lambda_con", "grad_norm"} <= set(logged[-1])
+    assert (tmp_path / "r" / "teacher.safetensors").is_file() and (tmp_path / "r" / "eval.json").is_file()
+
+
+def _final_state(run: Path) -> dict:
+    ckpts = sorted((run / "checkpoints").glob("step_*.pt"))
+    return load_state(ckpts[-1])
+
+
+def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path):
+    # phase (c)-like: translated mix alternating at batch 1, consistency from step 2 on.
+    extra = [f"seg.translated_root={data / 'translated'}", "seg.batch_size=1", "seg.con_start=2"]
+    full = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "full", progress=False)
+    train_segmentation(_cfg(data, "seg.steps=2", *extra), tmp_path / "split", progress=False)
+    resumed = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "split", resume=True, progress=False)
+    assert full["step"] == resumed["step"] == 4
+    a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "split")
+    assert a["consumed"] == b["consumed"] == {"src": 2, "translated": 2, "trg": 2}
+    for net in ("student", "teacher"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), (net, k)
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for k, st in a["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
+
+
+def test_oracle_and_source_only_are_config_values(data, tmp_path):
+    oracle = train_segmentation(
+        _cfg(data, "seg.steps=2", "seg.lambda_src=0", "seg.lambda_con=0", "seg.lambda_trg_sup=1"),
+        tmp_path / "oracle", progress=False)
+    logged = [m for m in read_metrics(tmp_path / "oracle") if "Loss/total" in m]
+    assert logged[-1]["Loss/seg_src"] == 0 and logged[-1]["Loss/seg_trg"] > 0
+    assert oracle["eval"]["num_images"] == 3
+    train_segmentation(_cfg(data, "seg.steps=2", "seg.lambda_con=0"), tmp_path / "src", progress=False)
+    logged = [m for m in read_metrics(tmp_path / "src") if "Loss/total" in m]
+    assert logged[-1]["Loss/con"] == 0 and logged[-1]["Loss/seg_trg"] == 0
+
+
+def test_segmenter_files_and_pseudo_labels_round_trip(data, tmp_path):
+    run = tmp_path / "r"
+    train_segmentation(_cfg(data, "seg.steps=2"), run, progress=False)
+    model = load_segmenter(run / "teacher.safetensors")
+    from_ckpt = load_segmenter(sorted((run / "checkpoints").glob("*.pt"))[-1])
+    from_dir = load_segmenter(run)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, from_ckpt.state_dict()[k]) and torch.equal(v, from_dir.state_dict()[k])
+    assert model.input_norm == "torchvision" or model.input_norm == "tf_lite"
+
+    images = CityscapesDataset(data / "cs", "train", with_labels=False)
+    out = tmp_path / "pl"
+    n = write_pseudo_labels(model, images, out, "cpu", long_side=64, confidence=True, progress=False)
+    assert n == len(images) == 3
+    back = CityscapesDataset(data / "cs", "train", label_dir=out)
+    for i in range(len(back)):
+        item = back[i]
+        logits = predict_logits(model, item["image"][None])
+        assert item["label"].shape == (32, 64)
+        assert torch.equal(item["label"], logits.argmax(1)[0])
+        conf = np.asarray(Image.open(confidence_path(out, item["name"])))
+        assert conf.dtype == np.uint8 and conf.shape == (32, 64) and conf.max() > 0
+        assert pseudo_label_path(out, item["name"]).is_file()
+
+    # the commands: pseudo-label and evaluate --checkpoint
+    assert cli_main(["pseudo-label", "--checkpoint", str(run), "--target-root", str(data / "cs"),
+                     "--out", str(tmp_path / "pl2"), "--num-workers", "0", "--no-progress"]) == 0
+    for p in sorted(out.rglob("*.png")):
+        if not p.name.endswith("_confidence.png"):
+            again = tmp_path / "pl2" / p.relative_to(out)
+            assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(again)))
+    assert cli_main(["evaluate", "--checkpoint", str(run / "teacher.safetensors"), "--target-root",
+                     str(data / "cs"), "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
+    assert (tmp_path / "e.json").is_file()
