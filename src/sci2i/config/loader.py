@@ -39,6 +39,18 @@ def _all_keys(cls: Any = Config, prefix: str = "") -> list[str]:
     return keys
 
 
+def _mapping_keys(cls: Any = Config, prefix: str = "") -> set[str]:
+    """Keys whose value is a free-form mapping (``Dict[str, ...]``), not a section."""
+    out: set[str] = set()
+    for f in fields(cls):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            out |= _mapping_keys(type(default), f"{prefix}{f.name}.")
+        elif isinstance(default, dict):
+            out.add(f"{prefix}{f.name}")
+    return out
+
+
 def _suggest(key: str) -> str:
     close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5)
     if not close:
@@ -55,7 +67,7 @@ def _check_keys(tree: Any, origin: str, prefix: str = "") -> None:
         key = f"{prefix}{k}"
         if key not in valid:
             raise ConfigError(f"unknown config key '{key}' in {origin}.{_suggest(key)}")
-        if isinstance(v, dict):
+        if isinstance(v, dict) and key not in _mapping_keys():
             _check_keys(v, origin, key + ".")
 
 

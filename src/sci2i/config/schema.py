@@ -21,7 +21,7 @@ EMA decay (G)           ``i2i.ema_decay``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 
 @dataclass
@@ -210,8 +210,10 @@ class PipelineConfig:
     final_steps: Optional[int] = None
     # z of the generator when translating the source set: fixed seed, or "sample" per image.
     translate_z: str = "fixed"
-    # Where toy-city is generated when no dataset roots are given (the demo).
+    # Where toy-city is generated when no dataset roots are given (the demo), and its sizes
+    # (any of width, height, n_source, n_target_train, n_target_val; empty = defaults).
     toycity_dir: str = "toycity"
+    toycity_sizes: Dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""Run the phases in order, skipping those whose outputs are complete.
+
+Layout of a run directory (``run.out_dir``)::
+
+    config.yaml  git.txt  log.txt      resolved config, code revision, log
+    metrics.jsonl  tb/                 pipeline-level metrics (each phase's mIoU)
+    checkpoints/{warmup,i2i,final}/    final weights (safetensors) with the config files beside them
+    report.md  figures/                the report with tables in the paper's layout
+    summary.json                       every figure of the report, machine-readable
+    phases/<phase>-<fingerprint>/      each phase's own run directory (config, metrics, tb,
+                                       checkpoints, DONE.json when complete)
+
+A phase folder is named by a fingerprint of everything it depends on, so an interrupted run
+picks up finished phases and the rows of an experiment table share identical phases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sci2i.config import Config
+from sci2i.pipeline import steps
+from sci2i.pipeline.fingerprint import fingerprint
+from sci2i.utils.rundir import RunDir
+
+log = logging.getLogger("sci2i")
+
+DONE = "DONE.json"
+
+
+def _replace(cfg: Config, **sections: dict) -> Config:
+    """A copy of ``cfg`` with fields of some sections replaced: ``_replace(cfg, seg={...})``."""
+    changes = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+def warmup_config(cfg: Config) -> Config:
+    """Phase (a): source + consistency, no translated images (paper Sec. 3.3)."""
+    p = cfg.pipeline
+    return _replace(
+        cfg,
+        seg=dict(
+            steps=p.warmup_steps if p.warmup_steps is not None else cfg.seg.steps,
+            lambda_con=p.warmup_lambda_con if p.warmup_lambda_con is not None else cfg.seg.lambda_con,
+            translated_root="",
+        ),
+    )
+
+
+def final_config(cfg: Config, translated_root: str) -> Config:
+    """Phase (c): source and G(x_s) 50/50 (Eq. 11) + consistency."""
+    p = cfg.pipeline
+    return _replace(
+        cfg,
+        seg=dict(
+            steps=p.final_steps if p.final_steps is not None else cfg.seg.steps,
+            lambda_con=p.final_lambda_con if p.final_lambda_con is not None else cfg.seg.lambda_con,
+            translated_root=translated_root,
+        ),
+    )
+
+
+class Pipeline:
+    """The three phases of the method for one configuration, in one run directory."""
+
+    def __init__(self, cfg: Config, cache_dir: Optional[Path] = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.run.out_dir)
+        self.cache = Path(cache_dir) if cache_dir else self.out / "phases"
+        self.rundir: Optional[RunDir] = None
+        self.results: dict[str, Any] = {}
+
+    # -- phase bookkeeping -------------------------------------------------------------------
+    def _phase(self, name: str, fp: str, work: Callable[[Path], dict]) -> dict:
+        """Run ``work(dir)`` unless ``dir/DONE.json`` exists; return the recorded outputs."""
+        folder = self.cache / f"{name}-{fp}"
+        done = folder / DONE
+        if done.is_file():
+            outputs = json.loads(done.read_text())
+            log.info("phase %s: complete in %s, skipped", name, folder)
+            return outputs
+        log.info("phase %s: running in %s", name, folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        outputs = work(folder)
+        outputs["seconds"] = outputs.get("seconds", 0.0) + (time.time() - t0)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(outputs, indent=2))
+        tmp.replace(done)  # DONE.json appears only once every output is on disk
+        return outputs
+
+    # -- the method --------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.cfg = cfg = steps.ensure_toycity(self.cfg)
+        self.rundir = RunDir(cfg, self.out)
+        data_fp = fingerprint(cfg.data, cfg.run.seed)
+
+        # (a) warm-up: M0
+        wcfg = warmup_config(cfg)
+        warm_fp = fingerprint(data_fp, wcfg.model, wcfg.seg)
+        warm = self._phase("warmup", warm_fp, lambda d: steps.train_segmentation(wcfg, d))
+        self._record("warmup", warm)
+        if not cfg.pipeline.i2i:
+            return self._finish(final=warm, final_name="warmup")
+
+        # pseudo labels ŷ_t from M0's teacher (skipped with online pseudo labels)
+        pl_dir = ""
+        pl_fp = "online"
+        if cfg.i2i.pseudo_labels == "precomputed":
+            pl_fp = fingerprint(warm_fp, "pseudo")
+            pl = self._phase("pseudo_labels", pl_fp,
+                             lambda d: steps.write_pseudo_labels(warm["weights"], cfg, d))
+            pl_dir = pl["label_dir"]
+
+        # (b) I2I: G and D
+        icfg = _replace(cfg, i2i=dict(pseudo_label_dir=pl_dir))
+        i2i_fp = fingerprint(data_fp, pl_fp, cfg.generator, cfg.discriminator,
+                             dataclasses.replace(cfg.i2i, pseudo_label_dir=""))
+        i2i = self._phase("i2i", i2i_fp, lambda d: steps.train_i2i(icfg, d))
+        self._record("i2i", i2i)
+
+        # G(x_s): the translated source set
+        tr_fp = fingerprint(i2i_fp, cfg.pipeline.translate_z)
+        tr = self._phase("translate", tr_fp,
+                         lambda d: steps.translate_source(i2i["generator"], cfg, d))
+
+        # (c) final segmentation: M1
+        fcfg = final_config(cfg, tr["root"])
+        init = warm["weights"] if cfg.pipeline.final_init == "warmup" else ""
+        final_fp = fingerprint(data_fp, tr_fp, fcfg.model, dataclasses.replace(fcfg.seg, translated_root=""),
+                               cfg.pipeline.final_init, warm_fp if init else "")
+        final = self._phase("final", final_fp, lambda d: steps.train_segmentation(fcfg, d, init_weights=init))
+        self._record("final", final)
+        return self._finish(final=final, final_name="final", translate=tr)
+
+    def _record(self, name: str, outputs: dict) -> None:
+        self.results[name] = outputs
+        ev = outputs.get("eval")
+        if ev and self.rundir is not None:
+            self.rundir.log_metrics("pipeline", len(self.results),
+                                    {f"{name}/{k}": ev[k] for k in ("mIoU19", "mIoU16", "mIoU13") if k in ev})
+
+    def _finish(self, final: dict, final_name: str, translate: Optional[dict] = None) -> dict:
+        from sci2i.pipeline.report import write_report
+
+        ckpt = self.out / "checkpoints"
+        exports = {"warmup": self.results["warmup"]["weights"]}
+        if "i2i" in self.results:
+            exports["i2i"] = self.results["i2i"]["generator"]
+        if final_name == "final":
+            exports["final"] = final["weights"]
+        for phase, weights in exports.items():
+            # weights and the config file(s) written beside them (teacher.yaml, generator.yaml)
+            src = Path(weights)
+            dst = ckpt / phase
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in [src, *src.parent.glob("*.yaml")]:
+                if f.is_file() and f.name != "config.yaml":
+                    shutil.copyfile(f, dst / f.name)
+        summary = {
+            "name": self.cfg.name,
+            "final_phase": final_name,
+            "phases": self.results,
+            "final_eval": final.get("eval"),
+            "warmup_eval": self.results["warmup"].get("eval"),
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_report(self.cfg, self.out, summary, translate)
+        if self.rundir is not None:
+            self.rundir.close()
+        log.info("report: %s", self.out / "report.md")
+        return summary
+
+
+def run_pipeline(cfg: Config, cache_dir: Optional[Path] = None) -> dict:
+    return Pipeline(cfg, cache_dir).run()

@@ -1,0 +1,94 @@
+"""The work of each pipeline phase, as calls into the library (one function per phase).
+
+Each returns a JSON-serialisable dict of its outputs, which the runner stores in the phase's
+``DONE.json``. A phase interrupted by SIGINT/SIGTERM raises :class:`PhaseInterrupted` after its
+trainer has written a checkpoint, so the next ``sci2i run`` resumes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from sci2i.config import Config
+from sci2i.errors import UserError
+
+log = logging.getLogger("sci2i")
+
+
+class PhaseInterrupted(UserError):
+    """A phase stopped on a signal; its checkpoint is on disk and ``sci2i run`` resumes it."""
+
+
+def ensure_toycity(cfg: Config) -> Config:
+    """With no dataset roots, generate toy-city (once) and point the config at it: the demo."""
+    if cfg.data.source_root or cfg.data.target_root:
+        return cfg
+    from sci2i.toycity import generate
+
+    root = Path(cfg.pipeline.toycity_dir)
+    log.info("no dataset roots given: using toy-city in %s", root)
+    generate(root, seed=0, **dict(cfg.pipeline.toycity_sizes))
+    data = dataclasses.replace(cfg.data, source_format="gta5", source_root=str(root / "source"),
+                               target_root=str(root / "target"))
+    return dataclasses.replace(cfg, data=data)
+
+
+def _eval_summary(results: dict | None) -> dict | None:
+    if not results:
+        return None
+    keep = ("per_class", "mIoU19", "mIoU16", "mIoU13", "pixel_accuracy", "num_images", "class_set")
+    return {k: results[k] for k in keep if k in results}
+
+
+def train_segmentation(cfg: Config, folder: Path, init_weights: str = "") -> dict:
+    """Phase (a) or (c): a mean-teacher run in ``folder``; resumes from its checkpoints."""
+    from sci2i.train.mean_teacher import train_segmentation as train
+
+    out = train(cfg, out_dir=folder, resume=True, init_weights=init_weights or None)
+    if out.get("stopped"):
+        raise PhaseInterrupted(f"segmentation stopped at step {out['step']}; run the same command again to resume")
+    return {"dir": str(folder), "weights": str(out["weights"]), "step": out["step"],
+            "eval": _eval_summary(out.get("eval"))}
+
+
+def write_pseudo_labels(weights: str, cfg: Config, folder: Path) -> dict:
+    """ŷ_t: M0's teacher on every unlabelled target image of the I2I phase."""
+    from sci2i.data.build import build_target_dataset
+    from sci2i.segmenter import load_segmenter, write_pseudo_labels as write
+    from sci2i.utils.runtime import amp_dtype, resolve_device
+
+    device = resolve_device(cfg.perf.device)
+    model = load_segmenter(weights, device)
+    dataset = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
+    label_dir = folder / "labels"
+    n = write(model, dataset, label_dir, device, cfg.data.eval_long_side,
+              num_workers=cfg.data.num_workers, amp_dtype=amp_dtype(cfg.perf.amp, device))
+    return {"dir": str(folder), "label_dir": str(label_dir), "images": n}
+
+
+def train_i2i(cfg: Config, folder: Path) -> dict:
+    """Phase (b): G and D in ``folder``; resumes from its checkpoints."""
+    from sci2i.train.i2i import train_i2i as train
+
+    out = train(cfg, folder, resume=True)
+    if out.get("stopped"):
+        raise PhaseInterrupted(f"I2I training stopped at step {out['step']}; run the same command again to resume")
+    return {"dir": str(folder), "generator": out["generator"], "figure": out.get("figure"), "step": out["step"]}
+
+
+def translate_source(generator: str, cfg: Config, folder: Path) -> dict:
+    """G(x_s) for the whole source set, in the source's own layout (a source dataset itself)."""
+    from sci2i.translate import load_generator, translate_dataset
+    from sci2i.utils.runtime import resolve_device
+
+    device = resolve_device(cfg.perf.device)
+    G, _ = load_generator(generator, device)
+    root = folder / "data"
+    out = translate_dataset(G, cfg.data.source_root, root, fmt=cfg.data.source_format, z_seed=cfg.run.seed,
+                            sample_z=cfg.pipeline.translate_z == "sample", long_side=cfg.data.long_side,
+                            device=device, max_images=cfg.data.max_images)
+    figure = Path(generator).parent / "figures" / "i2i_pairs.png"
+    return {"dir": str(folder), "root": str(root), "images": out["images"],
+            "figure": str(figure) if figure.is_file() else None}
