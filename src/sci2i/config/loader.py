@@ -176,7 +176,7 @@ def validate(cfg: Config) -> None:
         "seg.lambda_con", "seg.lambda_src", "seg.lambda_trg_sup", "seg.con_start", "seg.steps",
         "i2i.lambda_pl", "i2i.lambda_cgan", "i2i.lambda_gseg", "i2i.lambda_id", "i2i.steps",
         "seg.noise_std", "seg.jitter", "data.max_images", "data.num_workers", "data.max_bad_files",
-        "seg.weight_decay", "run.max_nonfinite_steps",
+        "seg.weight_decay", "run.max_nonfinite_steps", "probe.steps",
     ]
     for key in nonneg:
         if _get(cfg, key) < 0:
@@ -185,6 +185,7 @@ def validate(cfg: Config) -> None:
         "seg.lr", "i2i.lr", "seg.batch_size", "i2i.batch_size", "data.crop_size",
         "data.long_side", "data.eval_long_side", "seg.grad_clip", "i2i.grad_clip",
         "run.checkpoint_every", "run.keep_checkpoints", "seg.log_every", "i2i.log_every",
+        "probe.lr", "probe.batch_size",
     ]
     for key in positive:
         if not _get(cfg, key) > 0:

@@ -190,6 +190,15 @@ class RunConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Linear probe of Table 5: only the last classification layer trains, on target labels."""
+
+    steps: int = 2000
+    lr: float = 1.0e-3
+    batch_size: int = 4
+
+
+@dataclass
 class PipelineConfig:
     """``sci2i run``: which phases run and how they differ (SPEC §1, Table 4 rows as values).
 
@@ -230,4 +239,5 @@ class Config:
     perf: PerfConfig = field(default_factory=PerfConfig)
     run: RunConfig = field(default_factory=RunConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     notes: Optional[str] = None

@@ -1,0 +1,126 @@
+"""End to end: `sci2i run` on a tiny toy-city, every artefact, resumption, shared phases, probe."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sci2i.cli import main as cli
+from sci2i.probe import gap_closed
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "name": "tiny",
+    "data": {"long_side": 64, "crop_size": 32, "eval_long_side": 64, "num_workers": 0},
+    "model": {"backbone": "efficientnet_lite0", "weights": ""},
+    "discriminator": {"trunk": "efficientnet_lite0", "trunk_weights": "", "channels": 16},
+    "generator": {"channels": [8, 8, 16, 16], "latent_dim": 16, "style_dim": 16, "mapping_layers": 2},
+    "seg": {"steps": 2, "con_start": 1, "eval_every": 0, "log_every": 1},
+    "i2i": {"steps": 2, "log_every": 1, "sample_every": 1},
+    "run": {"checkpoint_every": 1, "deterministic": True},
+    "probe": {"steps": 2, "batch_size": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    cfg = dict(TINY)
+    cfg["pipeline"] = {"toycity_dir": str(root / "toy"),
+                       "toycity_sizes": {"width": 64, "height": 32, "n_source": 4,
+                                         "n_target_train": 3, "n_target_val": 2}}
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return root, path
+
+
+def _phase_dirs(out: Path) -> dict[str, Path]:
+    return {p.name.split("-")[0]: p for p in (out / "phases").iterdir()}
+
+
+def test_run_writes_every_artefact_and_resumes(tiny):
+    root, cfg = tiny
+    out = root / "run"
+    # First only the warm-up (as Table 4's "+SSL" row); then the full method reuses it.
+    assert cli(["run", str(cfg), f"run.out_dir={out}", "pipeline.i2i=false"]) == 0
+    warm = _phase_dirs(out)["warmup"]
+    warm_done = (warm / "DONE.json").stat().st_mtime_ns
+
+    assert cli(["run", str(cfg), f"run.out_dir={out}"]) == 0
+    phases = _phase_dirs(out)
+    assert set(phases) == {"warmup", "pseudo_labels", "i2i", "translate", "final"}
+    assert (warm / "DONE.json").stat().st_mtime_ns == warm_done  # reused, not retrained
+    for name in ("config.yaml", "git.txt", "log.txt", "metrics.jsonl", "report.md", "summary.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").iterdir()), "no TensorBoard events"
+    for rel in ("warmup/teacher.safetensors", "i2i/generator_ema.safetensors", "i2i/generator.yaml",
+                "final/teacher.safetensors", "final/teacher.yaml"):
+        assert (out / "checkpoints" / rel).is_file(), rel
+    for fig in ("translated_pairs.png", "per_class_iou.png", "training_curves.png"):
+        assert (out / "figures" / fig).stat().st_size > 1000, fig
+    report = (out / "report.md").read_text()
+    assert "warm-up M0" in report and "final M1" in report and "| road |" in report.replace(" road ", "| road |")
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["final_eval"]["mIoU19"] <= 100.0
+    # each phase is a run directory of its own
+    for p in ("warmup", "i2i", "final"):
+        assert (phases[p] / "config.yaml").is_file() and (phases[p] / "metrics.jsonl").is_file()
+        assert list((phases[p] / "checkpoints").glob("step_*.pt"))
+    labels = list((phases["pseudo_labels"] / "labels").rglob("*.png"))
+    assert len(labels) == 3
+    translated = list((phases["translate"] / "data" / "images").glob("*.png"))
+    assert len(translated) == 4 and len(list((phases["translate"] / "data" / "labels").glob("*.png"))) == 4
+
+    # A third invocation finds everything complete and changes no phase.
+    stamps = {p: (d / "DONE.json").stat().st_mtime_ns for p, d in phases.items()}
+    assert cli(["run", str(cfg), f"run.out_dir={out}"]) == 0
+    assert {p: (d / "DONE.json").stat().st_mtime_ns for p, d in phases.items()} == stamps
+
+
+def test_interrupted_phase_resumes_from_its_checkpoint(tiny, monkeypatch):
+    """A phase without DONE.json continues from its newest checkpoint instead of restarting."""
+    root, cfg = tiny
+    out = root / "run2"
+    assert cli(["run", str(cfg), f"run.out_dir={out}", "pipeline.i2i=false", "seg.steps=3"]) == 0
+    warm = _phase_dirs(out)["warmup"]
+    # Pretend the run died after step 2: drop the completion marker and the last checkpoint.
+    (warm / "DONE.json").unlink()
+    (warm / "teacher.safetensors").unlink()
+    final_ckpt = sorted((warm / "checkpoints").glob("step_*.pt"))[-1]
+    assert final_ckpt.name.endswith("3.pt")
+    final_ckpt.unlink()
+    assert cli(["run", str(cfg), f"run.out_dir={out}", "pipeline.i2i=false", "seg.steps=3"]) == 0
+    assert (warm / "DONE.json").is_file()
+    log = (warm / "log.txt").read_text()
+    assert "resumed" in log.lower() or "resuming" in log.lower()
+
+
+def test_linear_probe_trains_only_the_classifier(tiny, tmp_path):
+    from sci2i.config import load_config
+    from sci2i.probe import linear_probe
+    from sci2i.segmenter import load_segmenter
+
+    root, cfg_path = tiny
+    weights = next((root / "run" / "checkpoints" / "final").glob("teacher.safetensors"))
+    cfg = load_config(str(cfg_path), [f"data.source_root={root}/toy/source", f"data.target_root={root}/toy/target"])
+    result = linear_probe(weights, cfg, tmp_path, progress=False)
+    assert 0.0 <= result["mIoU19"] <= 100.0
+    before = load_segmenter(weights)
+    after = load_segmenter(tmp_path / "probe_classifier.safetensors")
+    for (k, a), (_, b) in zip(before.backbone.state_dict().items(), after.backbone.state_dict().items()):
+        assert torch.equal(a, b), f"backbone changed: {k}"
+    assert any(not torch.equal(a, b) for a, b in zip(before.classifier.parameters(), after.classifier.parameters()))
+
+
+def test_gap_closed_matches_the_paper_arithmetic():
+    assert gap_closed(59.0, 39.6, 68.0) == pytest.approx(0.683, abs=1e-3)
+
+
+def test_run_list_shows_presets_and_tables(capsys):
+    assert cli(["run", "--list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("gta5-cityscapes", "synthia-cityscapes", "table3", "table4", "table5", "SGAN"):
+        assert word in out
