@@ -98,6 +98,7 @@ class Pipeline:
     # -- the method --------------------------------------------------------------------------
     def run(self) -> dict:
         self.cfg = cfg = steps.ensure_toycity(self.cfg)
+        steps.check_data(cfg)
         self.rundir = RunDir(cfg, self.out)
         data_fp = fingerprint(cfg.data, cfg.run.seed)
 

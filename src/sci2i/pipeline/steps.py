@@ -35,6 +35,15 @@ def ensure_toycity(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=data)
 
 
+def check_data(cfg: Config) -> None:
+    """Open every dataset the pipeline will read, so a wrong root fails before any training."""
+    from sci2i.data.build import build_source_dataset, build_target_dataset
+
+    build_source_dataset(cfg.data, train=False)
+    build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
+    build_target_dataset(cfg.data, cfg.data.target_val_split, with_labels=True, train=False)
+
+
 def _eval_summary(results: dict | None) -> dict | None:
     if not results:
         return None
