@@ -8,7 +8,8 @@
 * :func:`infinite_loader`: batches forever, reshuffled every epoch, sharded per rank, with
   bad files skipped (see :mod:`sci2i.data.robust`).
 
-Training datasets (``train=True``) use the training transform and come wrapped in
+Training datasets (``train=True``) use the training transform, read through the resize cache
+of :mod:`sci2i.data.cache` when ``data.cache_dir`` is set, and come wrapped in
 :class:`SkipBadSamples` with ``data.max_bad_files``; evaluation datasets use the evaluation
 transform and are not wrapped.
 """
@@ -56,7 +57,13 @@ def _transform(data_cfg: DataConfig, train: bool):
 
 
 def _wrap(dataset: Dataset, data_cfg: DataConfig, train: bool) -> Dataset:
-    return SkipBadSamples(dataset, data_cfg.max_bad_files) if train else dataset
+    if not train:
+        return dataset
+    if data_cfg.cache_dir:  # one-time cache of images resized to long_side (sci2i.data.cache)
+        from sci2i.data.cache import with_resize_cache
+
+        dataset = with_resize_cache(dataset, data_cfg.cache_dir, data_cfg.long_side)
+    return SkipBadSamples(dataset, data_cfg.max_bad_files)
 
 
 def _root(value: str, key: str, env: str, layout: str) -> Path:
