@@ -58,7 +58,7 @@ class DomainProfile:
 SOURCE = DomainProfile(
     name="source",
     horizon_frac=(0.44, 0.52), cam_height=(1.05, 1.35), focal_frac=0.78,
-    road_right=(1.8, 3.2), road_left=(4.5, 9.5), sidewalk=(2.0, 4.0), setback=(0.0, 5.0),
+    road_right=(1.8, 3.2), road_left=(4.5, 9.5), sidewalk=(2.5, 4.5), setback=(0.0, 5.0),
     p_verge=0.45, p_building=0.62, building_height=(7.0, 30.0), street_length=(70.0, 160.0),
     p_street_end=0.5, tree_spacing=(9.0, 18.0), p_trees=0.45, pole_spacing=(12.0, 30.0),
     p_light=0.4, p_sign=0.35,
@@ -70,7 +70,7 @@ SOURCE = DomainProfile(
 TARGET = DomainProfile(
     name="target",
     horizon_frac=(0.36, 0.43), cam_height=(1.4, 1.75), focal_frac=0.85,
-    road_right=(1.6, 2.6), road_left=(3.5, 7.0), sidewalk=(2.5, 5.0), setback=(0.0, 2.0),
+    road_right=(1.6, 2.6), road_left=(3.5, 7.0), sidewalk=(3.0, 5.5), setback=(0.0, 2.0),
     p_verge=0.25, p_building=0.78, building_height=(9.0, 24.0), street_length=(60.0, 130.0),
     p_street_end=0.75, tree_spacing=(7.0, 12.0), p_trees=0.7, pole_spacing=(8.0, 20.0),
     p_light=0.3, p_sign=0.45,

@@ -33,7 +33,7 @@ MANIFEST = "toycity.json"
 _INCOMPLETE = ".toycity-incomplete"
 _OWN_ENTRIES = {"source", "target", MANIFEST, _INCOMPLETE}
 #: Bump when the generator's output changes, so stale folders are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _SPLIT_CODE = {"source": 0, "train": 1, "val": 2}
 
 

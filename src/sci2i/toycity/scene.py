@@ -178,10 +178,11 @@ class _Builder:
                     for zt in np.arange(z + u((1.0, 4.0)), z1, u((4.0, 8.0))):
                         xt = xb + d * u((1.5, 6.0))
                         self.add(obj.tree(cam, xt, zt, rng, "backdrop", self.scale()), _footprint(xt - 2, xt + 2, zt - 1.5, zt + 1.5))
+                xw = side["walk1"] + d * 0.2  # walls and fences close the sidewalk off
                 if kind == "wall":
-                    self.add(obj.wall(cam, xb, z, z1, u((1.0, 3.0)), self.jittered("wall", 0.15), sun), (abs(xb) - 0.15, z, z1))
+                    self.add(obj.wall(cam, xw, z, z1, u((1.2, 3.0)), self.jittered("wall", 0.15), sun), (abs(xw) - 0.15, z, z1))
                 elif kind == "fence":
-                    self.add(obj.fence(cam, xb, z, z1, u((1.0, 2.0)), self.jittered("fence", 0.2)), (abs(xb), z, z1))
+                    self.add(obj.fence(cam, xw, z, z1, u((1.2, 2.2)), self.jittered("fence", 0.2)), (abs(xw), z, z1))
                 elif kind == "trees" and rng.random() < 0.5:
                     hx0, hx1 = sorted((xb, xb + d * 1.0))
                     self.add(obj.hedge(cam, hx0, hx1, z, z1, u((0.8, 1.6)), sun), (abs(xb), z, z1))
