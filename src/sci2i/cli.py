@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # user-facing errors raised by the library carry a fix-it message
         from sci2i.errors import CheckpointError, UserError
+        from sci2i.pipeline.steps import PhaseInterrupted
 
+        if isinstance(e, PhaseInterrupted):  # stopped on a signal, checkpoint written
+            print(f"sci2i {args.command}: {e}", file=sys.stderr)
+            return 130
         if isinstance(e, (UserError, CheckpointError)):
             print(f"sci2i {args.command}: error: {e}", file=sys.stderr)
             return 2
