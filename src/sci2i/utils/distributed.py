@@ -60,6 +60,19 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every process (no-op when single-process).
+
+    For networks that are not wrapped in DDP (which broadcasts at construction), e.g. the I2I
+    generator and discriminator: ranks seeded differently would otherwise start apart.
+    """
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=src)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside DDP / torch.compile wrappers (for EMA, checkpoints, evaluation)."""
     while True:
