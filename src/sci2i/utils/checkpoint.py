@@ -24,12 +24,12 @@ from safetensors.torch import load_file as _st_load
 from safetensors.torch import save as _st_dumps
 
 
-class UntrustedCheckpointError(RuntimeError):
-    """A checkpoint that is not a plain tensor/primitive container (possible code execution)."""
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated or does not fit the model."""
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint that is not a plain tensor/primitive container (possible code execution)."""
 
 
 def _atomic_write(path: Path, write_fn) -> None:
@@ -69,8 +69,8 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     except pickle.UnpicklingError as e:
         raise UntrustedCheckpointError(
             f"refusing to load {path}: it holds Python objects other than tensors and plain "
-            f"containers, which could run code when unpickled ({_first_line(e)}). Only load "
-            f"checkpoints written by sci2i, or convert the weights to safetensors."
+            f"containers, which could run code when unpickled. Only load checkpoints written by "
+            f"sci2i, or share model weights as safetensors."
         ) from e
     except (EOFError, RuntimeError, OSError) as e:
         raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {_first_line(e)}") from e
