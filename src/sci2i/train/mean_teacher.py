@@ -326,7 +326,8 @@ class MeanTeacherTrainer:
         barrier()
 
     def resume(self) -> bool:
-        state = self.checkpoints.load_latest(map_location=self.device)
+        # on the CPU: RNG states must stay CPU tensors; load_state_dict copies to the device.
+        state = self.checkpoints.load_latest(map_location="cpu")
         if state is None:
             log.info("no checkpoint in %s: starting from step 0", self.checkpoints.folder)
             return False
@@ -404,6 +405,8 @@ class MeanTeacherTrainer:
                     self.evaluate()
         if bar is not None:
             bar.close()
+        for stream in self.streams.values():
+            stream.close()  # stop the loader workers before evaluation starts its own
         self.save_checkpoint()
         if stopped:
             log.warning("stopped at step %d; continue with --resume", self.step)

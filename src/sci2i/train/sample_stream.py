@@ -72,6 +72,7 @@ class SampleStream:
         if n <= 0:
             return None
         if self._it is None:
+            self._loader.sampler.start = self.consumed  # resume where the last iterator stopped
             self._it = iter(self._loader)
         items = []
         for _ in range(n):
@@ -81,3 +82,10 @@ class SampleStream:
             items.append(item)
         self.consumed += n
         return default_collate(items)
+
+    def close(self) -> None:
+        """Shut the DataLoader workers down (a new ``take`` would start them again)."""
+        it, self._it = self._it, None
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
