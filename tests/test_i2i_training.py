@@ -13,7 +13,7 @@ from sci2i.config import load_config
 from sci2i.data.datasets import GTA5Dataset, pseudo_label_path
 from sci2i.losses.i2i import generator_seg_loss
 from sci2i.models.stylegan_layers import NoiseInjection
-from sci2i.train.i2i import I2ITrainer, LossWeights, loss_weights_at, train_i2i
+from sci2i.train.i2i import I2ITrainer, LossWeights, build_i2i_datasets, loss_weights_at, train_i2i
 from sci2i.utils.checkpoint import load_state, load_weights
 
 TINY = [
@@ -120,13 +120,16 @@ def test_loss_weight_schedules():
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("i2i_data")
     src = write_gta5(root / "gta5", n=4, size=(64, 32))
-    cs = write_cityscapes(root / "cityscapes", splits=("train",), n_per_split=4, size=(64, 32))
+    cs = write_cityscapes(root / "cityscapes", splits=("train",), n_per_split=4, size=(64, 32),
+                          with_sequence=True, frames_per_snippet=2)
     pl_dir = root / "pseudo"
-    for name, ids in zip(cs["train"].names, cs["train"].train_ids):
+    seq_ids = [np.full((32, 64), 7, np.uint8)] * len(cs["sequence"].names)
+    for name, ids in [*zip(cs["train"].names, cs["train"].train_ids), *zip(cs["sequence"].names, seq_ids)]:
         p = pseudo_label_path(pl_dir, name)
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(ids).save(p)
-    return {"source": root / "gta5", "target": root / "cityscapes", "pseudo": pl_dir, "written": src}
+    return {"source": root / "gta5", "target": root / "cityscapes", "pseudo": pl_dir, "written": src,
+            "sequence": cs["sequence"].root}
 
 
 def _overrides(data, steps: int) -> list[str]:
@@ -174,6 +177,27 @@ def test_train_resume_is_exact_and_translate_writes_gta5_layout(data, tmp_path):
     assert rc == 0
     first = np.asarray(Image.open(out / "images" / "00001.png"))
     assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again" / "00001.png")))
+
+
+def test_target_set_includes_pseudo_labelled_extra_dirs(data, tmp_path):
+    extra = f"data.target_extra_dirs=[{data['sequence']}]"
+    src, trg = build_i2i_datasets(load_config(None, _overrides(data, 1) + [extra]))
+    assert len(src) == 4 and len(trg) == 4 + 8
+    assert trg[(10, 0)]["label"].unique().tolist() == [7]  # a sequence frame with its ŷ_t
+    # Extra images without pseudo labels are left out (pre-computed): here only frame 19 of
+    # each snippet, which is the train image itself, has one ...
+    no_pl = [f"i2i.pseudo_label_dir={tmp_path}"]
+    (tmp_path / "aachen").mkdir()
+    for name in ("aachen_000000_000019", "aachen_000002_000019"):
+        Image.fromarray(np.zeros((32, 64), np.uint8)).save(tmp_path / "aachen" / f"{name}.png")
+    for name in ("bochum_000001_000019", "bochum_000003_000019"):
+        (tmp_path / "bochum").mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((32, 64), np.uint8)).save(tmp_path / "bochum" / f"{name}.png")
+    _, trg = build_i2i_datasets(load_config(None, _overrides(data, 1) + [extra] + no_pl))
+    assert len(trg) == 4 + 4
+    # ... and all are used unlabelled with online pseudo labels.
+    _, trg = build_i2i_datasets(load_config(None, _overrides(data, 1) + [extra, "i2i.pseudo_labels=online"]))
+    assert len(trg) == 12 and "label" not in trg[(0, 0)]
 
 
 def test_translate_long_side_resizes_labels_too(data, tmp_path):

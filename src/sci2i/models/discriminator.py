@@ -17,6 +17,10 @@ Layout (``ch`` = ``cfg.discriminator.channels``)::
                                                                                         └─ AC decoder  ─ (|C|, H, W)
     decoder: 2 × [4×4 deconv stride 2, leaky-ReLU] (ch → ch/2 → ch/4), 3×3 conv → outputs
 
+All trainable layers use the equalized learning rate, like G's (the paper trains G and D with
+one learning rate; with both parametrised alike one ``i2i.lr`` suits both, as in StyleGAN).
+No normalisation layers.
+
 The trunk is computed once per image: :meth:`Discriminator.trunk_features` (frozen, gradients
 flow through to the input, i.e. to G) and :meth:`Discriminator.head_outputs` (trainable
 parts) are separate calls so the I2I step can reuse ``trunk(G(x_s))`` for the D-step
@@ -38,6 +42,7 @@ from torch import nn
 from sci2i.config.schema import DiscriminatorConfig
 from sci2i.labels import NUM_CLASSES
 from sci2i.models.backbones import FrozenTrunk, build_trunk
+from sci2i.models.stylegan_layers import EqualizedConv2d, EqualizedConvTranspose2d
 
 NEGATIVE_SLOPE = 0.2
 
@@ -64,10 +69,11 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, padding=1, bias=True)
+        self.conv2 = EqualizedConv2d(out_channels, out_channels, 3, padding=1, bias=True)
         self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+            EqualizedConv2d(in_channels, out_channels, 1, gain=1.0, bias=True)
+            if in_channels != out_channels else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,9 +93,10 @@ class UpDecoder(nn.Module):
         ch = in_channels
         for _ in range(stages):
             nxt = max(ch // 2, 16)
-            layers += [nn.ConvTranspose2d(ch, nxt, 4, stride=2, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE)]
+            layers += [EqualizedConvTranspose2d(ch, nxt, 4, stride=2, padding=1, bias=True),
+                       nn.LeakyReLU(NEGATIVE_SLOPE)]
             ch = nxt
-        layers.append(nn.Conv2d(ch, out_channels, 3, padding=1))
+        layers.append(EqualizedConv2d(ch, out_channels, 3, padding=1, gain=1.0, bias=True))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -38,13 +38,15 @@ class EqualizedConv2d(nn.Module):
 
     Because Adam normalises update sizes per parameter, storing unit-variance weights and
     applying the He constant at run time gives every layer the same effective learning rate.
-    No bias here: :class:`ScaleBias` follows each convolution.
+    ``bias=False`` by default: in G a :class:`ScaleBias` follows each convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, gain: float = HE_GAIN, padding_mode: str = "zeros") -> None:
+                 padding: int = 0, gain: float = HE_GAIN, padding_mode: str = "zeros",
+                 bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
         self.stride, self.padding, self.padding_mode = stride, padding, padding_mode
 
@@ -52,8 +54,8 @@ class EqualizedConv2d(nn.Module):
         w = self.weight * self.scale
         if self.padding_mode != "zeros" and self.padding:
             x = F.pad(x, [self.padding] * 4, mode=self.padding_mode)
-            return F.conv2d(x, w, stride=self.stride)
-        return F.conv2d(x, w, stride=self.stride, padding=self.padding)
+            return F.conv2d(x, w, self.bias, stride=self.stride)
+        return F.conv2d(x, w, self.bias, stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -68,14 +70,16 @@ class EqualizedConvTranspose2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, gain: float = HE_GAIN) -> None:
+                 padding: int = 0, gain: float = HE_GAIN, bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(in_channels, out_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.scale = gain / math.sqrt(in_channels * (kernel_size / stride) ** 2)
         self.stride, self.padding = stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv_transpose2d(x, self.weight * self.scale, stride=self.stride, padding=self.padding)
+        return F.conv_transpose2d(x, self.weight * self.scale, self.bias, stride=self.stride,
+                                  padding=self.padding)
 
     def extra_repr(self) -> str:
         i, o, k, _ = self.weight.shape

@@ -107,9 +107,13 @@ class I2ITrainer:
     def __init__(self, cfg: Config, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
         self.device = torch.device(device)
-        self.G = prepare_model(Generator(cfg.generator), cfg.perf, self.device)
-        self.G_ema = make_ema(self.G).eval()
+        G = Generator(cfg.generator).to(self.device)
         self.D = Discriminator(cfg.discriminator).to(self.device)
+        # Ranks are seeded differently (different z and noise): start from rank 0's weights.
+        dist_utils.broadcast_module(G)
+        dist_utils.broadcast_module(self.D)
+        self.G_ema = make_ema(G).eval()
+        self.G = prepare_model(G, cfg.perf, self.device)
         if cfg.perf.channels_last and self.device.type == "cuda":
             self.D = self.D.to(memory_format=torch.channels_last)
         i2i = cfg.i2i
@@ -252,25 +256,63 @@ def _stream_seed(seed: int, stream: int) -> int:
 
 
 def build_i2i_datasets(cfg: Config):
-    """(source dataset with y_s, target dataset with ŷ_t or unlabelled) for training."""
+    """(source dataset with y_s, target dataset with ŷ_t or unlabelled) for training.
+
+    Target = ``data.target_train_split`` + ``data.target_extra_dirs``. With pre-computed pseudo
+    labels, every target image needs its ŷ_t at :func:`sci2i.data.datasets.pseudo_label_path`
+    below ``i2i.pseudo_label_dir`` (``sci2i pseudo-label --image-dir EXTRA --out SAME_DIR``
+    writes them for an extra folder); extra images without a pseudo label are left out with a
+    warning.
+    """
     from sci2i.data.build import build_source_dataset, build_target_dataset
     from sci2i.errors import UserError
 
     src = build_source_dataset(cfg.data, train=True)
-    if cfg.i2i.pseudo_labels == "precomputed":
-        if not cfg.i2i.pseudo_label_dir:
-            raise UserError(
-                "i2i.pseudo_labels=precomputed needs i2i.pseudo_label_dir (trainId PNGs written by "
-                "`sci2i pseudo-label`); or use i2i.pseudo_labels=online"
-            )
-        if cfg.data.target_extra_dirs:
-            log.warning("data.target_extra_dirs are unlabelled: with pre-computed pseudo labels the "
-                        "I2I phase uses only the target train split")
-        trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=True, train=True,
-                                   label_dir=cfg.i2i.pseudo_label_dir)
-    else:
-        trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=True)
+    if cfg.i2i.pseudo_labels == "online":
+        return src, build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=True)
+    if not cfg.i2i.pseudo_label_dir:
+        raise UserError(
+            "i2i.pseudo_labels=precomputed needs i2i.pseudo_label_dir (trainId PNGs written by "
+            "`sci2i pseudo-label`); or use i2i.pseudo_labels=online"
+        )
+    trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=True, train=True,
+                               label_dir=cfg.i2i.pseudo_label_dir)
+    extras = [d for d in (_pseudo_labelled_folder(cfg, e) for e in cfg.data.target_extra_dirs) if d is not None]
+    if extras:
+        from sci2i.data.datasets import ConcatSegDataset
+        from sci2i.data.robust import SkipBadSamples
+
+        inner = trg.dataset if isinstance(trg, SkipBadSamples) else trg
+        trg = SkipBadSamples(ConcatSegDataset([inner, *extras]), cfg.data.max_bad_files)
     return src, trg
+
+
+def _pseudo_labelled_folder(cfg: Config, folder: str):
+    """An extra target folder paired with its pseudo labels, or None (with a warning)."""
+    from sci2i.data.build import train_transform
+    from sci2i.data.datasets import SegmentationDataset, pseudo_label_path, read_train_id_label
+    from sci2i.data.io import list_images
+    from sci2i.errors import DataError
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"data.target_extra_dirs: folder not found: {root}")
+    images = list_images(root)
+    if cfg.data.max_images > 0:
+        images = images[: cfg.data.max_images]
+    samples = [(p, pseudo_label_path(cfg.i2i.pseudo_label_dir, p.relative_to(root).as_posix()),
+                p.relative_to(root).as_posix()) for p in images]
+    labelled = [s for s in samples if s[1].is_file()]
+    if not labelled:
+        log.warning("no pseudo labels in %s for the extra target folder %s: it is not used (write them "
+                    "with `sci2i pseudo-label --image-dir %s --out %s`)", cfg.i2i.pseudo_label_dir,
+                    root, root, cfg.i2i.pseudo_label_dir)
+        return None
+    if len(labelled) < len(samples):
+        log.warning("%d of %d images of %s have no pseudo label in %s and are not used",
+                    len(samples) - len(labelled), len(samples), root, cfg.i2i.pseudo_label_dir)
+    samples = labelled
+    return SegmentationDataset(root, samples, read_train_id_label, train_transform(cfg.data))
 
 
 def fixed_samples(dataset, n: int = 4) -> torch.Tensor:
@@ -360,7 +402,9 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
                 run.log_metrics("i2i", step, losses)
                 bar.set_postfix(D=f"{float(losses['Loss/D/total']):.3f}", G=f"{float(losses['Loss/G/total']):.3f}")
             if main and (step % i2i.sample_every == 0 or step == i2i.steps):
-                run.log_image("i2i/source_translated", pairs_grid(samples, trainer.translate_samples(samples)), step)
+                grid = pairs_grid(samples, trainer.translate_samples(samples))
+                run.log_image("i2i/source_translated", grid, step)
+                _save_grid(grid, run.path / "samples" / f"step_{step:08d}.png")
             if step % cfg.run.checkpoint_every == 0 or step == i2i.steps or stop.requested:
                 save_checkpoint(step)
             if stop.requested:
@@ -371,15 +415,30 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
     summary: dict = {"step": step, "stopped": stopped, "run_dir": str(run.path)}
     if main and not stopped:
         summary["generator"] = str(save_generator(trainer.G_ema, cfg, run.path, step))
-        summary["figure"] = str(_final_figure(trainer, samples, run.path))
+        summary["figure"] = str(_final_figure(trainer, cfg, run.path))
         log.info("I2I done: %s", summary["generator"])
     run.close()
     dist_utils.barrier()
     return summary
 
 
-def _final_figure(trainer: I2ITrainer, samples: torch.Tensor, out: Path) -> Path:
+def _save_grid(grid: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(path)
+
+
+def _final_figure(trainer: I2ITrainer, cfg: Config, out: Path, n: int = 4) -> Path:
+    """Fig. 2-style pairs of whole source images (evaluation scale) with target references."""
+    from sci2i.data.build import build_source_dataset, build_target_dataset
     from sci2i.figures_i2i import make_pairs_figure
 
-    translated = trainer.translate_samples(samples)
-    return make_pairs_figure(samples, translated, out / "figures" / "i2i_pairs.png")
+    src = build_source_dataset(cfg.data, train=False)
+    trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
+    sources = [src[i]["image"] for i in range(min(n, len(src)))]
+    translated = [trainer.translate_samples(x.unsqueeze(0))[0].cpu() for x in sources]
+    references = [trg[i]["image"] for i in range(min(n, len(trg)))]
+    as_hwc = lambda xs: [x.permute(1, 2, 0).numpy() for x in xs]  # noqa: E731
+    return make_pairs_figure(as_hwc(sources), as_hwc(translated), out / "figures" / "i2i_pairs.png",
+                             references=as_hwc(references))
