@@ -266,7 +266,7 @@ def data_workload(cfg: Config, device: torch.device, tmp: Path, profile: Profile
         data = dataclasses.replace(data, source_format="gta5", source_root=str(roots["source"]),
                                    target_root=str(roots["target"]))
         source = f"synthetic {w}x{h} PNGs, {n_images} per domain"
-    info: dict = {"data": source}
+    info: dict = {"data": source, "cache": cache}
     if cache:
         from sci2i.data.cache import fill_cache
 
