@@ -1,8 +1,10 @@
 """The paper's tables as named lists of config overrides (``config/experiments.yaml``).
 
 ``run_experiment(table, preset, overrides)`` runs every row as a full pipeline in
-``<out_dir>/<table>/<row>/``, all rows sharing one phase cache, so identical phases (e.g. the
-warm-up of every Table 3 row) run once. It then writes ``<out_dir>/<table>/table.md``.
+``<out_dir>/<table>/<row>/``. All rows share the phase cache ``<out_dir>/phases`` of a plain
+``sci2i run`` with the same preset, so identical phases run once: the warm-up of every Table 3
+row, and everything a previous ``sci2i run`` (the full method) already trained. It then writes
+``<out_dir>/<table>/table.md``.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def run_experiment(table: str, preset: str | None, overrides: list[str]) -> Path
     from sci2i.pipeline.runner import run_pipeline
 
     spec, rows = row_configs(table, preset, overrides)
-    base_out = Path(load_config(preset, overrides).run.out_dir) / table
-    cache = base_out / "phases"
+    run_out = Path(load_config(preset, overrides).run.out_dir)
+    base_out = run_out / table
+    cache = run_out / "phases"
     results = []
     for row, cfg in rows:
         log.info("experiment %s: row '%s'", table, row["name"])
