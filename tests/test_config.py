@@ -87,3 +87,9 @@ def test_saved_config_reloads_identically(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(str(tmp_path / "config.yaml"))
     assert again == cfg
+
+
+def test_yaml_boolean_words_stay_strings_for_string_fields():
+    cfg = load_config(None, ["perf.amp=off", "data.flip=off", "perf.compile=yes"])
+    assert cfg.perf.amp == "off"
+    assert cfg.data.flip is False and cfg.perf.compile is True

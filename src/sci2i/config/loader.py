@@ -100,6 +100,11 @@ def _closest_preset(name: str) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+# YAML 1.1 reads these as booleans; on the command line they are kept as words, which OmegaConf
+# converts for boolean fields and keeps for string fields (perf.amp=off).
+_YAML11_WORDS = {"on", "off", "yes", "no", "y", "n"}
+
+
 def parse_overrides(overrides: Iterable[str]) -> dict:
     """``["a.b=1", "c=[1,2]"]`` -> nested dict, values parsed as YAML scalars/lists."""
     tree: dict = {}
@@ -108,10 +113,13 @@ def parse_overrides(overrides: Iterable[str]) -> dict:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. seg.steps=100)")
         key, raw = item.split("=", 1)
         key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        if raw.strip().lower() in _YAML11_WORDS:
+            value = raw.strip()  # `perf.amp=off` is the string "off"; bool fields still accept it
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                value = raw
         node = tree
         parts = key.split(".")
         for p in parts[:-1]:
