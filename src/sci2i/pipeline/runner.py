@@ -27,7 +27,9 @@ from typing import Any, Callable, Optional
 from sci2i.config import Config
 from sci2i.pipeline import steps
 from sci2i.pipeline.fingerprint import fingerprint
+from sci2i.utils.distributed import barrier, init_distributed, is_main_process
 from sci2i.utils.rundir import RunDir
+from sci2i.utils.runtime import resolve_device
 
 log = logging.getLogger("sci2i")
 
@@ -77,35 +79,49 @@ class Pipeline:
         self.results: dict[str, Any] = {}
 
     # -- phase bookkeeping -------------------------------------------------------------------
-    def _phase(self, name: str, fp: str, work: Callable[[Path], dict]) -> dict:
-        """Run ``work(dir)`` unless ``dir/DONE.json`` exists; return the recorded outputs."""
+    def _phase(self, name: str, fp: str, work: Callable[[Path], dict], all_ranks: bool = False) -> dict:
+        """Run ``work(dir)`` unless ``dir/DONE.json`` exists; return the recorded outputs.
+
+        Under torchrun, training phases (``all_ranks``) run on every rank; the others (pseudo
+        labels, translation) on rank 0 only. Rank 0 writes ``DONE.json``; every rank reads it.
+        """
         folder = self.cache / f"{name}-{fp}"
         done = folder / DONE
         if done.is_file():
-            outputs = json.loads(done.read_text())
             log.info("phase %s: complete in %s, skipped", name, folder)
-            return outputs
-        log.info("phase %s: running in %s", name, folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        outputs = work(folder)
-        outputs["seconds"] = outputs.get("seconds", 0.0) + (time.time() - t0)
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(outputs, indent=2))
-        tmp.replace(done)  # DONE.json appears only once every output is on disk
-        return outputs
+            return json.loads(done.read_text())
+        main = is_main_process()
+        if main:
+            log.info("phase %s: running in %s", name, folder)
+            folder.mkdir(parents=True, exist_ok=True)
+        barrier()
+        if all_ranks or main:
+            t0 = time.time()
+            outputs = work(folder)
+            if main:
+                outputs["seconds"] = outputs.get("seconds", 0.0) + (time.time() - t0)
+                tmp = done.with_suffix(".tmp")
+                tmp.write_text(json.dumps(outputs, indent=2))
+                tmp.replace(done)  # DONE.json appears only once every output is on disk
+        barrier()
+        return json.loads(done.read_text())
 
     # -- the method --------------------------------------------------------------------------
     def run(self) -> dict:
-        self.cfg = cfg = steps.ensure_toycity(self.cfg)
+        cfg = self.cfg
+        init_distributed(resolve_device(cfg.perf.device).type)
+        if is_main_process():
+            cfg = steps.ensure_toycity(cfg)  # generates toy-city once, on rank 0
+        barrier()
+        self.cfg = cfg = steps.ensure_toycity(cfg)  # the other ranks find it complete
         steps.check_data(cfg)
-        self.rundir = RunDir(cfg, self.out)
+        self.rundir = RunDir(cfg, self.out, enabled=is_main_process())
         data_fp = fingerprint(cfg.data, cfg.run.seed)
 
         # (a) warm-up: M0
         wcfg = warmup_config(cfg)
         warm_fp = fingerprint(data_fp, wcfg.model, wcfg.seg)
-        warm = self._phase("warmup", warm_fp, lambda d: steps.train_segmentation(wcfg, d))
+        warm = self._phase("warmup", warm_fp, lambda d: steps.train_segmentation(wcfg, d), all_ranks=True)
         self._record("warmup", warm)
         if not cfg.pipeline.i2i:
             return self._finish(final=warm, final_name="warmup")
@@ -123,7 +139,7 @@ class Pipeline:
         icfg = _replace(cfg, i2i=dict(pseudo_label_dir=pl_dir))
         i2i_fp = fingerprint(data_fp, pl_fp, cfg.generator, cfg.discriminator,
                              dataclasses.replace(cfg.i2i, pseudo_label_dir=""))
-        i2i = self._phase("i2i", i2i_fp, lambda d: steps.train_i2i(icfg, d))
+        i2i = self._phase("i2i", i2i_fp, lambda d: steps.train_i2i(icfg, d), all_ranks=True)
         self._record("i2i", i2i)
 
         # G(x_s): the translated source set
@@ -136,7 +152,8 @@ class Pipeline:
         init = warm["weights"] if cfg.pipeline.final_init == "warmup" else ""
         final_fp = fingerprint(data_fp, tr_fp, fcfg.model, dataclasses.replace(fcfg.seg, translated_root=""),
                                cfg.pipeline.final_init, warm_fp if init else "")
-        final = self._phase("final", final_fp, lambda d: steps.train_segmentation(fcfg, d, init_weights=init))
+        final = self._phase("final", final_fp, lambda d: steps.train_segmentation(fcfg, d, init_weights=init),
+                            all_ranks=True)
         self._record("final", final)
         return self._finish(final=final, final_name="final", translate=tr)
 
@@ -149,6 +166,16 @@ class Pipeline:
 
     def _finish(self, final: dict, final_name: str, translate: Optional[dict] = None) -> dict:
         from sci2i.pipeline.report import write_report
+
+        summary = {
+            "name": self.cfg.name,
+            "final_phase": final_name,
+            "phases": self.results,
+            "final_eval": final.get("eval"),
+            "warmup_eval": self.results["warmup"].get("eval"),
+        }
+        if not is_main_process():
+            return summary
 
         ckpt = self.out / "checkpoints"
         exports = {"warmup": self.results["warmup"]["weights"]}
@@ -164,13 +191,6 @@ class Pipeline:
             for f in [src, *src.parent.glob("*.yaml")]:
                 if f.is_file() and f.name != "config.yaml":
                     shutil.copyfile(f, dst / f.name)
-        summary = {
-            "name": self.cfg.name,
-            "final_phase": final_name,
-            "phases": self.results,
-            "final_eval": final.get("eval"),
-            "warmup_eval": self.results["warmup"].get("eval"),
-        }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         write_report(self.cfg, self.out, summary, translate)
         if self.rundir is not None:

@@ -25,11 +25,13 @@ def ensure_toycity(cfg: Config) -> Config:
     """With no dataset roots, generate toy-city (once) and point the config at it: the demo."""
     if cfg.data.source_root or cfg.data.target_root:
         return cfg
-    from sci2i.toycity import generate
+    from sci2i.toycity import generate, read_manifest
 
     root = Path(cfg.pipeline.toycity_dir)
     log.info("no dataset roots given: using toy-city in %s", root)
-    generate(root, seed=0, **dict(cfg.pipeline.toycity_sizes))
+    # A toy-city of other sizes or an older generator version is replaced; any other
+    # non-empty folder is an error (generate refuses to overwrite what it did not write).
+    generate(root, seed=0, overwrite=read_manifest(root) is not None, **dict(cfg.pipeline.toycity_sizes))
     data = dataclasses.replace(cfg.data, source_format="gta5", source_root=str(root / "source"),
                                target_root=str(root / "target"))
     return dataclasses.replace(cfg, data=data)
