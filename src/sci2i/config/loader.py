@@ -194,6 +194,8 @@ def validate(cfg: Config) -> None:
         "data.long_side", "data.eval_long_side", "seg.grad_clip", "i2i.grad_clip",
         "run.checkpoint_every", "run.keep_checkpoints", "seg.log_every", "i2i.log_every",
         "probe.lr", "probe.batch_size",
+        "i2i.sample_every", "generator.latent_dim", "generator.style_dim",
+        "generator.mapping_layers", "discriminator.channels", "discriminator.num_res_blocks",
     ]
     for key in positive:
         if not _get(cfg, key) > 0:
@@ -215,9 +217,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{key}' must be >= 0 or null; got {v}")
     if cfg.i2i.fade_end < cfg.i2i.fade_start:
         raise ConfigError("'i2i.fade_end' must not come before 'i2i.fade_start'")
-    if len(cfg.generator.channels) != 4:
+    if len(cfg.generator.channels) != 4 or min(cfg.generator.channels) <= 0:
         raise ConfigError(
-            "'generator.channels' needs 4 widths: the stem and the three stride-2 stages"
+            "'generator.channels' needs 4 positive widths: the stem and the three stride-2 stages"
         )
     if len(cfg.model.aspp_rates) != 4:
         raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
