@@ -386,32 +386,35 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
 
     step = start
     stopped = False
-    with GracefulStop() as stop, tqdm(total=i2i.steps, initial=start, desc="i2i", disable=not main,
-                                       dynamic_ncols=True) as bar:
-        while step < i2i.steps:
-            src, trg = src_stream.take(bs), trg_stream.take(bs)
-            nb = device.type == "cuda"
-            losses = trainer.train_step(
-                src["image"].to(device, non_blocking=nb), src["label"].to(device, non_blocking=nb),
-                trg["image"].to(device, non_blocking=nb),
-                trg["label"].to(device, non_blocking=nb) if "label" in trg else None, step,
-            )
-            step += 1
-            bar.update(1)
-            if step % i2i.log_every == 0 or step == i2i.steps:
-                run.log_metrics("i2i", step, losses)
-                bar.set_postfix(D=f"{float(losses['Loss/D/total']):.3f}", G=f"{float(losses['Loss/G/total']):.3f}")
-            if main and (step % i2i.sample_every == 0 or step == i2i.steps):
-                grid = pairs_grid(samples, trainer.translate_samples(samples))
-                run.log_image("i2i/source_translated", grid, step)
-                _save_grid(grid, run.path / "samples" / f"step_{step:08d}.png")
-            if step % cfg.run.checkpoint_every == 0 or step == i2i.steps or stop.requested:
-                save_checkpoint(step)
-            if stop.requested:
-                stopped = True
-                log.warning("I2I training stopped at step %d; resume with --resume", step)
-                break
-
+    try:
+        with GracefulStop() as stop, tqdm(total=i2i.steps, initial=start, desc="i2i", disable=not main,
+                                           dynamic_ncols=True) as bar:
+            while step < i2i.steps:
+                src, trg = src_stream.take(bs), trg_stream.take(bs)
+                nb = device.type == "cuda"
+                losses = trainer.train_step(
+                    src["image"].to(device, non_blocking=nb), src["label"].to(device, non_blocking=nb),
+                    trg["image"].to(device, non_blocking=nb),
+                    trg["label"].to(device, non_blocking=nb) if "label" in trg else None, step,
+                )
+                step += 1
+                bar.update(1)
+                if step % i2i.log_every == 0 or step == i2i.steps:
+                    run.log_metrics("i2i", step, losses)
+                    bar.set_postfix(D=f"{float(losses['Loss/D/total']):.3f}", G=f"{float(losses['Loss/G/total']):.3f}")
+                if main and (step % i2i.sample_every == 0 or step == i2i.steps):
+                    grid = pairs_grid(samples, trainer.translate_samples(samples))
+                    run.log_image("i2i/source_translated", grid, step)
+                    _save_grid(grid, run.path / "samples" / f"step_{step:08d}.png")
+                if step % cfg.run.checkpoint_every == 0 or step == i2i.steps or stop.requested:
+                    save_checkpoint(step)
+                if stop.requested:
+                    stopped = True
+                    log.warning("I2I training stopped at step %d; resume with --resume", step)
+                    break
+    finally:
+        src_stream.close()  # stop the prefetching workers now, not at garbage collection
+        trg_stream.close()
     summary: dict = {"step": step, "stopped": stopped, "run_dir": str(run.path)}
     if main and not stopped:
         summary["generator"] = str(save_generator(trainer.G_ema, cfg, run.path, step))
