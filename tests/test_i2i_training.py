@@ -214,3 +214,21 @@ def test_translate_long_side_resizes_labels_too(data, tmp_path):
     assert res["images"] == res["labels"] == 4
     ds = GTA5Dataset(tmp_path / "small")
     assert len(ds) == 4 and ds[0]["image"].shape == (3, 16, 32) and ds[0]["label"].shape == (16, 32)
+
+
+def test_translate_synthia_layout_keeps_16bit_labels(tmp_path):
+    from fixtures import write_synthia
+
+    from sci2i.data.datasets import SynthiaDataset
+    from sci2i.models.generator import Generator
+    from sci2i.translate import translate_dataset
+
+    written = write_synthia(tmp_path / "synthia", n=2, size=(64, 32))
+    G = Generator(load_config(None, TINY).generator)
+    for long_side, size in ((0, (32, 64)), (32, (16, 32))):
+        out = tmp_path / f"out{long_side}"
+        translate_dataset(G, tmp_path / "synthia", out, fmt="synthia", long_side=long_side, progress=False)
+        ds = SynthiaDataset(out)
+        assert len(ds) == 2 and ds[0]["label"].shape == size
+        if long_side == 0:  # same size: the labels are the source's, unchanged
+            assert np.array_equal(ds[0]["label"].numpy(), written.train_ids[0])
