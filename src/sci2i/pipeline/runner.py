@@ -16,7 +16,9 @@ picks up finished phases and the rows of an experiment table share identical pha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import shutil
@@ -34,6 +36,25 @@ from sci2i.utils.runtime import resolve_device
 log = logging.getLogger("sci2i")
 
 DONE = "DONE.json"
+
+
+@contextlib.contextmanager
+def _phase_lock(folder: Path, enabled: bool = True):
+    """An exclusive lock per phase folder: concurrent runs sharing a cache wait, not collide."""
+    if not enabled:
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("phase folder %s is in use by another run: waiting for it", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _replace(cfg: Config, **sections: dict) -> Config:
@@ -91,19 +112,22 @@ class Pipeline:
             log.info("phase %s: complete in %s, skipped", name, folder)
             return json.loads(done.read_text())
         main = is_main_process()
-        if main:
-            log.info("phase %s: running in %s", name, folder)
-            folder.mkdir(parents=True, exist_ok=True)
-        barrier()
-        if all_ranks or main:
-            t0 = time.time()
-            outputs = work(folder)
-            if main:
-                outputs["seconds"] = outputs.get("seconds", 0.0) + (time.time() - t0)
-                tmp = done.with_suffix(".tmp")
-                tmp.write_text(json.dumps(outputs, indent=2))
-                tmp.replace(done)  # DONE.json appears only once every output is on disk
-        barrier()
+        with _phase_lock(folder, enabled=main):
+            # Another run sharing this phase cache (a table row, a second terminal) may have
+            # finished it while we waited for the lock.
+            if main and not done.is_file():
+                log.info("phase %s: running in %s", name, folder)
+                folder.mkdir(parents=True, exist_ok=True)
+            barrier()
+            if not done.is_file() and (all_ranks or main):
+                t0 = time.time()
+                outputs = work(folder)
+                if main:
+                    outputs["seconds"] = outputs.get("seconds", 0.0) + (time.time() - t0)
+                    tmp = done.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(outputs, indent=2))
+                    tmp.replace(done)  # DONE.json appears only once every output is on disk
+            barrier()
         return json.loads(done.read_text())
 
     # -- the method --------------------------------------------------------------------------
