@@ -73,7 +73,8 @@ def _check_keys(tree: Any, origin: str, prefix: str = "") -> None:
 
 def _read_yaml_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+    # A preset name wins over a same-named folder (the demo's data lives in ./toycity).
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
         path = PRESET_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise ConfigError(
