@@ -42,7 +42,7 @@ def row_configs(table: str, preset: str | None, overrides: list[str]):
     for row in tables[table]["rows"]:
         row_dir = Path(base.run.out_dir) / table / slug(row["name"])
         cfg = load_config(preset, list(overrides) + list(row["overrides"]) +
-                          [f"run.out_dir={row_dir}", f"name={base.name}: {row['name']}"])
+                          [f"run.out_dir={row_dir}", "name=" + json.dumps(f"{base.name}: {row['name']}")])
         out.append((row, cfg))
     return tables[table], out
 

@@ -31,7 +31,10 @@ def ensure_toycity(cfg: Config) -> Config:
     log.info("no dataset roots given: using toy-city in %s", root)
     # A toy-city of other sizes or an older generator version is replaced; any other
     # non-empty folder is an error (generate refuses to overwrite what it did not write).
-    generate(root, seed=0, overwrite=read_manifest(root) is not None, **dict(cfg.pipeline.toycity_sizes))
+    from sci2i.pipeline.runner import _phase_lock
+
+    with _phase_lock(root):  # two runs starting together generate it once
+        generate(root, seed=0, overwrite=read_manifest(root) is not None, **dict(cfg.pipeline.toycity_sizes))
     data = dataclasses.replace(cfg.data, source_format="gta5", source_root=str(root / "source"),
                                target_root=str(root / "target"))
     return dataclasses.replace(cfg, data=data)
