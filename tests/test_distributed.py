@@ -162,17 +162,6 @@ def _check_i2i(r0: dict, r1: dict) -> None:
     _assert_same(r0["D"], r1["D"], "D")
 
 
-def _i2i_broadcasts() -> bool:
-    import inspect
-
-    from sci2i.train.i2i import I2ITrainer
-
-    return "broadcast_module" in inspect.getsource(I2ITrainer.__init__)
-
-
-@pytest.mark.xfail(not _i2i_broadcasts(), strict=True,
-                   reason="train_i2i seeds ranks differently (seed + rank) before building G and D; "
-                          "I2ITrainer must broadcast_module(G) and (D) from rank 0 (docs/PERFORMANCE.md)")
 def test_i2i_two_ranks_end_with_identical_weights(data, tmp_path):
     overrides = COMMON + I2I_OVERRIDES + [f"data.source_root={data / 'gta'}", f"data.target_root={data / 'cs'}"]
     _check_i2i(*_torchrun(tmp_path, I2I_WORKER, 2, overrides))
