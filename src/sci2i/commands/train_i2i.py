@@ -36,4 +36,4 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(preset, overrides)
     summary = train_i2i(cfg, args.out, resume=args.resume)
     print(json.dumps(summary, indent=2))
-    return 0
+    return 130 if summary.get("stopped") else 0  # 130: stopped by a signal, resumable
