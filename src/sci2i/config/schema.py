@@ -219,6 +219,8 @@ class PipelineConfig:
     final_steps: Optional[int] = None
     # z of the generator when translating the source set: fixed seed, or "sample" per image.
     translate_z: str = "fixed"
+    # Phase folders ("" = <run.out_dir>/phases). Runs that share it share identical phases.
+    cache_dir: str = ""
     # Where toy-city is generated when no dataset roots are given (the demo), and its sizes
     # (any of width, height, n_source, n_target_train, n_target_val; empty = defaults).
     toycity_dir: str = "toycity"

@@ -95,7 +95,7 @@ class Pipeline:
     def __init__(self, cfg: Config, cache_dir: Optional[Path] = None) -> None:
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
-        self.cache = Path(cache_dir) if cache_dir else self.out / "phases"
+        self.cache = Path(cache_dir or cfg.pipeline.cache_dir or self.out / "phases")
         self.rundir: Optional[RunDir] = None
         self.results: dict[str, Any] = {}
 
