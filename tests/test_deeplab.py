@@ -5,8 +5,6 @@ import torch
 
 from sci2i.models.deeplab import ASPP, DeepLabV2
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def lite() -> DeepLabV2:

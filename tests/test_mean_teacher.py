@@ -32,8 +32,6 @@ from sci2i.utils.checkpoint import load_state
 from sci2i.utils.rundir import RunDir, read_metrics
 from sci2i.utils.runtime import seed_everything
 
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
