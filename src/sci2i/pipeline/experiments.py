@@ -82,9 +82,9 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
             by_role[r["row"].get("role")] = probe
             lines.append(f"| {r['row']['name']} | {own:.1f} | {probe:.1f} | {r['row'].get('paper', '–')} |")
         if {"oracle", "source", "ours"} <= set(by_role):
-            gap = (by_role["ours"] - by_role["source"]) / max(1e-9, by_role["oracle"] - by_role["source"])
-            lines += ["", f"Domain gap closed: (ours − source) / (oracle − source) = {100 * gap:.1f} % "
-                          f"(paper: 68.3 %)."]
+            from sci2i.probe import format_gap
+
+            lines += ["", format_gap(by_role["ours"], by_role["source"], by_role["oracle"])]
     else:
         lines += [f"| setting | {metric} | paper |", "|---|---:|---:|"]
         for r in results:
