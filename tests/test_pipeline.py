@@ -38,7 +38,7 @@ def tiny(tmp_path_factory):
 
 
 def _phase_dirs(out: Path) -> dict[str, Path]:
-    return {p.name.split("-")[0]: p for p in (out / "phases").iterdir()}
+    return {p.name.split("-")[0]: p for p in (out / "phases").iterdir() if p.is_dir()}
 
 
 def test_run_writes_every_artefact_and_resumes(tiny):
@@ -124,3 +124,38 @@ def test_run_list_shows_presets_and_tables(capsys):
     out = capsys.readouterr().out
     for word in ("gta5-cityscapes", "synthia-cityscapes", "table3", "table4", "table5", "SGAN"):
         assert word in out
+
+
+def test_gap_closed_is_undefined_when_the_oracle_does_not_beat_source_only():
+    from sci2i.probe import format_gap
+
+    assert "68.3 %" in format_gap(59.0, 39.6, 68.0)
+    assert "undefined" in format_gap(5.4, 9.3, 4.8)
+
+
+def test_concurrent_runs_sharing_a_phase_wait_for_each_other(tmp_path):
+    """The phase lock serialises two workers on one phase folder; the second reuses the result."""
+    import threading
+
+    from sci2i.config import load_config
+    from sci2i.pipeline.runner import Pipeline
+
+    calls = []
+
+    def work(folder):
+        calls.append(folder)
+        return {"value": len(calls)}
+
+    pipes = [Pipeline(load_config(None, [f"run.out_dir={tmp_path}/r{i}", f"pipeline.cache_dir={tmp_path}/c"]))
+             for i in range(2)]
+    out = [None, None]
+
+    def run(i):
+        out[i] = pipes[i]._phase("x", "fp", work)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and out[0] == out[1] == {"value": 1, "seconds": out[0]["seconds"]}
