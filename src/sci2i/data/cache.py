@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from sci2i.data.datasets import ConcatSegDataset, SegmentationDataset, to_tensors
 from sci2i.data.transforms import resize_image, resize_label, scaled_size
+from sci2i.data.wrapper import DatasetWrapper
 from sci2i.errors import DataError
 
 _FORMAT = "v1"  # bump when the stored representation changes
@@ -88,7 +89,7 @@ def _reader_name(reader: Any) -> str:
     return getattr(reader, "__qualname__", None) or type(reader).__name__
 
 
-class CachedResizeDataset(Dataset):
+class CachedResizeDataset(DatasetWrapper):
     """A :class:`SegmentationDataset` whose images/labels come resized from a :class:`ResizedCache`.
 
     Yields the same items as the wrapped dataset (same ``get(index, rng)`` protocol, same
@@ -97,16 +98,8 @@ class CachedResizeDataset(Dataset):
     """
 
     def __init__(self, dataset: SegmentationDataset, cache: ResizedCache) -> None:
-        self.dataset = dataset
+        super().__init__(dataset)
         self.cache = cache
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset" or name.startswith("__"):
-            raise AttributeError(name)  # keeps pickling (DataLoader workers) from recursing
-        return getattr(self.dataset, name)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __repr__(self) -> str:
         return f"CachedResizeDataset({self.dataset!r}, {self.cache!r})"

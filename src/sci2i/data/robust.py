@@ -14,11 +14,12 @@ then travel with the batch to the main process, which keeps the one global count
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from sci2i.data.wrapper import DatasetWrapper
 from sci2i.errors import DataError
 
 log = logging.getLogger("sci2i")
@@ -52,7 +53,7 @@ class BadFileLedger:
             )
 
 
-class SkipBadSamples(Dataset):
+class SkipBadSamples(DatasetWrapper):
     """Dataset wrapper that skips samples whose files raise :class:`DataError`.
 
     Indexing accepts an ``int`` or an ``(index, seed)`` pair; the seed makes the sample's
@@ -61,18 +62,10 @@ class SkipBadSamples(Dataset):
     """
 
     def __init__(self, dataset: Dataset, max_bad_files: int = 20, attach_skipped: bool = False) -> None:
-        self.dataset = dataset
+        super().__init__(dataset)
         self.max_bad_files = max_bad_files
         self.attach_skipped = attach_skipped
         self.ledger = BadFileLedger(max_bad_files)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset" or name.startswith("__"):
-            raise AttributeError(name)  # keeps pickling (DataLoader workers) from recursing
-        return getattr(self.dataset, name)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __repr__(self) -> str:
         return f"SkipBadSamples({self.dataset!r}, max_bad_files={self.max_bad_files})"
