@@ -35,13 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from sci2i.config import load_config
+    from sci2i.config.loader import split_preset
     from sci2i.probe import run_probes, with_target
     from sci2i.segmenter import segmenter_config
 
-    preset, overrides = args.preset, list(args.overrides)
-    if preset and "=" in preset and not preset.endswith((".yaml", ".yml")):
-        overrides.insert(0, preset)
-        preset = None
+    preset, overrides = split_preset(args.preset, args.overrides)
     if preset or overrides:
         cfg = load_config(preset, overrides)
     else:

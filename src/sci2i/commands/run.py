@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sci2i.config.loader import list_presets
+from sci2i.config.loader import list_presets, split_preset
 
 DEMO_PRESET = "toycity"
 
@@ -47,12 +47,8 @@ def main(args: argparse.Namespace) -> int:
             for row in spec["rows"]:
                 print(f"      - {row['name']}: {' '.join(row['overrides']) or '(preset as is)'}")
         return 0
-    preset = args.preset
-    overrides = list(args.overrides)
-    if preset and "=" in preset and not preset.endswith((".yaml", ".yml")):
-        overrides.insert(0, preset)  # `sci2i run seg.steps=10` means the demo with an override
-        preset = None
-    preset = preset or DEMO_PRESET
+    preset, overrides = split_preset(args.preset, args.overrides)
+    preset = preset or DEMO_PRESET  # `sci2i run seg.steps=10` is the demo with an override
     if args.print_config:
         print(to_yaml(load_config(preset, overrides)))
         return 0

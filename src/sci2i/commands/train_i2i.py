@@ -28,11 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from sci2i.config import load_config
+    from sci2i.config.loader import split_preset
     from sci2i.train.i2i import train_i2i
 
-    preset, overrides = args.preset, list(args.overrides)
-    if preset is not None and "=" in preset:  # only overrides given
-        preset, overrides = None, [preset] + overrides
+    preset, overrides = split_preset(args.preset, args.overrides)
     cfg = load_config(preset, overrides)
     summary = train_i2i(cfg, args.out, resume=args.resume)
     print(json.dumps(summary, indent=2))

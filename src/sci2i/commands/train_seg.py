@@ -44,18 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
-    """``[PRESET_OR_YAML] [key=value ...]`` -> (preset or None, overrides)."""
-    if items and "=" not in items[0]:
-        return items[0], items[1:]
-    return None, list(items)
-
-
 def main(args: argparse.Namespace) -> int:
     from sci2i.config import load_config
+    from sci2i.config.loader import split_preset
     from sci2i.train.mean_teacher import train_segmentation
 
-    preset, overrides = split_config_args(args.config)
+    preset, overrides = split_preset(args.config[0] if args.config else None, args.config[1:])
     saved = Path(args.out) / "config.yaml" if args.out else None
     if args.resume and preset is None and saved is not None and saved.is_file():
         preset = str(saved)  # resume with the run's own resolved config (+ any overrides)

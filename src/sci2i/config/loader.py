@@ -101,6 +101,16 @@ def _closest_preset(name: str) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+def split_preset(first: str | None, rest: Iterable[str] = ()) -> tuple[str | None, list[str]]:
+    """``[PRESET_OR_YAML] [key=value ...]`` -> (preset or None, overrides).
+
+    A first word with ``=`` (and no YAML suffix) is an override: ``sci2i run seg.steps=10``.
+    """
+    if first is not None and "=" in first and not first.endswith((".yaml", ".yml")):
+        return None, [first, *rest]
+    return first, list(rest)
+
+
 # YAML 1.1 reads these as booleans; on the command line they are kept as words, which OmegaConf
 # converts for boolean fields and keeps for string fields (perf.amp=off).
 _YAML11_WORDS = {"on", "off", "yes", "no", "y", "n"}
