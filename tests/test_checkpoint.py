@@ -87,3 +87,13 @@ def test_manager_keeps_last_k_and_skips_a_truncated_newest(tmp_path):
     newest = mgr.latest()
     newest.write_bytes(newest.read_bytes()[:10])
     assert mgr.load_latest()["step"] == 20
+
+
+def test_a_write_cut_by_kill_leaves_only_a_hidden_temporary_that_the_next_save_removes(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep=2)
+    mgr.save({"step": 1}, 1)
+    stale = tmp_path / ".step_00000002.pt.x1y2z3.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert [s for s, _ in mgr.list()] == [1]  # never taken for a checkpoint
+    mgr.save({"step": 3}, 3)
+    assert not stale.exists()

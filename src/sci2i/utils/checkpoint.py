@@ -150,6 +150,10 @@ class CheckpointManager:
         save_state(state, path)
         for _, old in self.list()[: -self.keep]:
             old.unlink(missing_ok=True)
+        # A process killed mid-write (kill -9, OOM) leaves its temporary file behind; it is never
+        # read as a checkpoint (hidden name), and the next successful save removes it.
+        for stale in self.folder.glob(".step_*.pt.*.tmp"):
+            stale.unlink(missing_ok=True)
         return path
 
     def latest(self) -> Path | None:
