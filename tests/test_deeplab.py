@@ -99,3 +99,26 @@ def test_vgg16_deeplab_output_stride_8():
     feats = m.backbone(torch.rand(1, 3, 48, 64))
     assert feats.shape[-2:] == (6, 8)
     assert m(torch.rand(1, 3, 48, 64)).shape == (1, 16, 48, 64)
+
+
+def test_efficientnet_output_stride_16_round_trips_through_saved_weights(tmp_path):
+    from sci2i.segmenter import load_segmenter, save_segmenter
+
+    torch.manual_seed(2)
+    m = DeepLabV2("efficientnet_lite0", "", num_classes=19, aspp_rates=(1, 2, 3, 4),
+                  output_stride=16).eval()
+    assert m.backbone.stride == 16
+    assert m.backbone(torch.rand(1, 3, 64, 96)).shape[-2:] == (4, 6)
+    x = torch.rand(1, 3, 64, 96)
+    path = save_segmenter(m, tmp_path / "teacher.safetensors")
+    loaded = load_segmenter(path)
+    assert loaded.backbone.stride == 16
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
+def test_vgg16_refuses_output_stride_16():
+    from sci2i.errors import UserError
+
+    with pytest.raises(UserError, match="model.output_stride=16"):
+        DeepLabV2("vgg16", "", output_stride=16)

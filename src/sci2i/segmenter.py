@@ -53,12 +53,14 @@ def model_meta(model: DeepLabV2) -> dict:
         "num_classes": model.num_classes,
         "aspp_rates": list(model.classifier.rates),
         "input_norm": model.input_norm,
+        "output_stride": model.backbone.stride,
     }
 
 
 def build_from_meta(meta: dict) -> DeepLabV2:
     model = DeepLabV2(meta["backbone"], "", num_classes=int(meta["num_classes"]),
-                      aspp_rates=tuple(meta["aspp_rates"]), freeze_bn=True)
+                      aspp_rates=tuple(meta["aspp_rates"]), freeze_bn=True,
+                      output_stride=int(meta.get("output_stride", 8)))
     model.backbone.norm = InputNorm(meta["input_norm"])
     return model
 

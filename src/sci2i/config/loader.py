@@ -232,6 +232,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "'generator.channels' needs 4 positive widths: the stem and the three stride-2 stages"
         )
+    if cfg.model.output_stride not in (8, 16):
+        raise ConfigError(f"'model.output_stride' must be 8 or 16; got {cfg.model.output_stride}")
     if len(cfg.model.aspp_rates) != 4:
         raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
     if not cfg.model.head_lr_mult > 0:

