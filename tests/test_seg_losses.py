@@ -120,3 +120,22 @@ def test_perturbation_identity_and_range():
     c = torch.full((1, 3, 16, 16), 0.5)
     z = Perturbation(0.4, (0.5, 1.5), 0.0)(c)
     assert (z - z[..., :1, :1]).abs().max() < 1e-5
+
+
+def test_con_threshold_keeps_only_confident_teacher_pixels():
+    from sci2i.losses.consistency import confident_pixels
+    from sci2i.train.mean_teacher import mean_teacher_objective
+
+    # pixel 0: teacher sure of class 0 (p ≈ 0.98); pixel 1: teacher undecided (0.5 / 0.5)
+    teacher = torch.tensor([[4.0, 0.0], [0.0, 0.0]]).view(1, 2, 1, 2)
+    student = torch.tensor([[0.0, 1.0], [0.0, -1.0]]).view(1, 2, 1, 2)
+    mask = confident_pixels(teacher, 0.9)
+    assert mask.tolist() == [[[True, False]]]
+    per_pixel = (teacher.softmax(1) - student.softmax(1)).pow(2).sum(1)
+    _, parts = mean_teacher_objective(None, None, student, teacher, None, 0.0, 1.0, 0.0, con_threshold=0.9)
+    assert parts["con"].item() == pytest.approx(per_pixel[0, 0, 0].item())
+    _, every = mean_teacher_objective(None, None, student, teacher, None, 0.0, 1.0, 0.0)
+    assert every["con"].item() == pytest.approx(per_pixel.mean().item())
+    # no confident pixel at all: the term is 0, not NaN
+    _, none = mean_teacher_objective(None, None, student, teacher, None, 0.0, 1.0, 0.0, con_threshold=0.99)
+    assert none["con"].item() == 0.0

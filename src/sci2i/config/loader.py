@@ -232,6 +232,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "'generator.channels' needs 4 positive widths: the stem and the three stride-2 stages"
         )
+    if not 0.0 <= cfg.seg.con_threshold < 1.0:
+        raise ConfigError(f"'seg.con_threshold' must be in [0, 1); got {cfg.seg.con_threshold}")
     if cfg.model.output_stride not in (8, 16):
         raise ConfigError(f"'model.output_stride' must be 8 or 16; got {cfg.model.output_stride}")
     if len(cfg.model.aspp_rates) != 4:

@@ -104,6 +104,9 @@ class SegTrainConfig:
     # docs/SEGMENTATION.md "λ_con"); 10 swamps the supervised term and lowered toy-city mIoU.
     lambda_con: float = 1.0
     con_start: int = 10000
+    # Optional, not in the paper: L_FS,con only on pixels where the teacher's top softmax
+    # probability reaches this value (French et al. 2018); 0 = every pixel, Eq. 12 as written.
+    con_threshold: float = 0.0
     # Source images: weight of the supervised loss on x_s; 0 = no source (e.g. oracle).
     lambda_src: float = 1.0
     # Translated source images G(x_s) (phase c, Eq. 11): fraction of the source batch drawn

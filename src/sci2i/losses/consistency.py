@@ -7,6 +7,10 @@ Code: ``teacher_logits`` = F_T(x_t), ``student_logits`` = F_S(P(x_t)). The squar
 of the two class distributions is summed over classes and averaged over pixels (and images),
 so a pixel contributes a value in [0, 2]. The teacher's probabilities are a target: no
 gradient flows into them.
+
+:func:`confident_pixels` is an optional restriction that Eq. 12 does not have (``seg.con_threshold``,
+0 = off): the mean is then taken over the pixels where the teacher's top class probability
+reaches a threshold, as in French et al.'s self-ensembling for domain adaptation (ICLR 2018).
 """
 
 from __future__ import annotations
@@ -29,3 +33,8 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     if valid is None:
         return per_pixel.mean()
     return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
+
+
+def confident_pixels(teacher_logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(N, H, W) bool: the teacher's top softmax probability is at least ``threshold``."""
+    return teacher_logits.detach().float().softmax(dim=1).amax(dim=1) >= threshold
