@@ -139,3 +139,20 @@ def test_con_threshold_keeps_only_confident_teacher_pixels():
     # no confident pixel at all: the term is 0, not NaN
     _, none = mean_teacher_objective(None, None, student, teacher, None, 0.0, 1.0, 0.0, con_threshold=0.99)
     assert none["con"].item() == 0.0
+
+
+def test_class_balanced_consistency_weighs_each_teacher_class_equally():
+    from sci2i.losses.consistency import class_balanced_consistency_loss
+
+    # teacher: class 0 on three pixels, class 1 on one; the student disagrees only on the last
+    teacher = torch.tensor([[3.0, 3.0, 3.0, -3.0], [-3.0, -3.0, -3.0, 3.0]]).view(1, 2, 1, 4)
+    student = teacher.clone()
+    student[0, :, 0, 3] = 0.0
+    d = (teacher.softmax(1) - student.softmax(1)).pow(2).sum(1).flatten()
+    assert d[:3].abs().max().item() == 0.0 and d[3].item() > 0
+    balanced = class_balanced_consistency_loss(student, teacher)
+    assert balanced.item() == pytest.approx(d[3].item() / 2)  # mean of (0 for class 0, d for class 1)
+    assert consistency_loss(student, teacher).item() == pytest.approx(d[3].item() / 4)
+    # a mask that removes the class-1 pixel leaves only class 0: loss 0
+    valid = torch.tensor([[[True, True, True, False]]])
+    assert class_balanced_consistency_loss(student, teacher, valid).item() == 0.0

@@ -107,6 +107,10 @@ class SegTrainConfig:
     # Optional, not in the paper: L_FS,con only on pixels where the teacher's top softmax
     # probability reaches this value (French et al. 2018); 0 = every pixel, Eq. 12 as written.
     con_threshold: float = 0.0
+    # Optional, not in the paper: average L_FS,con per class of the teacher's argmax first,
+    # then over classes, so that the large classes do not drown the small ones (false =
+    # the plain pixel mean of Eq. 12).
+    con_class_balance: bool = False
     # Source images: weight of the supervised loss on x_s; 0 = no source (e.g. oracle).
     lambda_src: float = 1.0
     # Translated source images G(x_s) (phase c, Eq. 11): fraction of the source batch drawn

@@ -35,6 +35,31 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
 
 
+def class_balanced_consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                                    valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 12's per-pixel distance, averaged per teacher class, then over the classes present.
+
+    Each class c that the teacher predicts (argmax) on some valid pixel of the batch gets the
+    mean distance over its pixels; the loss is the mean of these class means. With the plain
+    pixel mean, the few large classes (road, building, sky) set the target and self-training
+    drifts the small ones towards them; here each predicted class weighs the same.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher "
+                         f"{tuple(teacher_logits.shape)} logits must have the same shape")
+    p_teacher = teacher_logits.detach().float().softmax(dim=1)
+    per_pixel = (p_teacher - student_logits.float().softmax(dim=1)).pow(2).sum(dim=1)
+    num_classes = p_teacher.shape[1]
+    cls = p_teacher.argmax(dim=1)
+    weight = torch.ones_like(per_pixel) if valid is None else valid.to(per_pixel.dtype)
+    sums = per_pixel.new_zeros(num_classes).index_add_(0, cls.flatten(), (per_pixel * weight).flatten())
+    counts = per_pixel.new_zeros(num_classes).index_add_(0, cls.flatten(), weight.flatten())
+    present = counts > 0
+    if not bool(present.any()):
+        return per_pixel.sum() * 0.0
+    return (sums[present] / counts[present]).mean()
+
+
 def confident_pixels(teacher_logits: torch.Tensor, threshold: float) -> torch.Tensor:
     """(N, H, W) bool: the teacher's top softmax probability is at least ``threshold``."""
     return teacher_logits.detach().float().softmax(dim=1).amax(dim=1) >= threshold

@@ -56,7 +56,11 @@ import numpy as np
 import torch
 
 from sci2i.config import Config, ConfigError, to_yaml
-from sci2i.losses.consistency import confident_pixels, consistency_loss
+from sci2i.losses.consistency import (
+    class_balanced_consistency_loss,
+    confident_pixels,
+    consistency_loss,
+)
 from sci2i.losses.segmentation import cross_entropy
 from sci2i.models.deeplab import DeepLabV2, build_deeplab
 from sci2i.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
@@ -96,6 +100,7 @@ def mean_teacher_objective(
     lambda_con: float,
     lambda_trg_sup: float,
     con_threshold: float = 0.0,
+    con_class_balance: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_FS = λ_src·L_FS,seg + λ_con·L_FS,con (+ λ_trg_sup·CE on target labels), Eqs. 10-12.
 
@@ -103,6 +108,8 @@ def mean_teacher_objective(
     ``teacher_trg_logits`` = F_T(x_t) (Eq. 12). A term whose inputs are ``None`` is 0.
     ``con_threshold`` > 0 restricts L_FS,con to pixels where the teacher's top probability
     reaches it (:func:`~sci2i.losses.consistency.confident_pixels`); 0 = Eq. 12 as written.
+    ``con_class_balance`` averages L_FS,con per teacher class first
+    (:func:`~sci2i.losses.consistency.class_balanced_consistency_loss`).
     Returns ``(total, {"seg_src", "con", "seg_trg", "total"})`` (detached parts for logging).
     """
     ref = next(t for t in (src_logits, student_trg_logits) if t is not None)
@@ -111,7 +118,8 @@ def mean_teacher_objective(
     con = zero
     if teacher_trg_logits is not None:
         valid = confident_pixels(teacher_trg_logits, con_threshold) if con_threshold > 0 else None
-        con = consistency_loss(student_trg_logits, teacher_trg_logits, valid)
+        loss_fn = class_balanced_consistency_loss if con_class_balance else consistency_loss
+        con = loss_fn(student_trg_logits, teacher_trg_logits, valid)
     seg_trg = cross_entropy(student_trg_logits, trg_labels) if trg_labels is not None else zero
     total = lambda_src * seg_src + lambda_con * con + lambda_trg_sup * seg_trg
     parts = {"seg_src": seg_src, "con": con, "seg_trg": seg_trg, "total": total}
@@ -283,7 +291,7 @@ class MeanTeacherTrainer:
         trg_logits = logits[n_src:] if trg is not None else None
         total, parts = mean_teacher_objective(
             src_logits, labels_src, trg_logits, teacher_logits, trg_labels,
-            s.lambda_src, lam_con, s.lambda_trg_sup, s.con_threshold,
+            s.lambda_src, lam_con, s.lambda_trg_sup, s.con_threshold, s.con_class_balance,
         )
 
         self.optimizer.zero_grad(set_to_none=True)
