@@ -47,6 +47,8 @@ def test_unknown_key_suggests_the_closest_name():
         ("seg.ema_decay=1.5", "seg.ema_decay"),
         ("generator.channels=[8,16]", "generator.channels"),
         ("notakey", "key=value"),
+        ("model.output_stride=32", "model.output_stride"),
+        ("seg.con_threshold=1.5", "seg.con_threshold"),
     ],
 )
 def test_bad_values_fail_before_any_work(override, message):
@@ -93,3 +95,15 @@ def test_yaml_boolean_words_stay_strings_for_string_fields():
     cfg = load_config(None, ["perf.amp=off", "data.flip=off", "perf.compile=yes"])
     assert cfg.perf.amp == "off"
     assert cfg.data.flip is False and cfg.perf.compile is True
+
+
+def test_overrides_may_follow_options_on_the_command_line():
+    from sci2i.cli import build_parser, parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, ["probe", "toycity", "--checkpoint", "C", "probe.steps=5", "--out", "o"])
+    assert (args.preset, args.overrides, args.checkpoint) == ("toycity", ["probe.steps=5"], "C")
+    args = parse_args(parser, ["train-seg", "toycity-seg", "--out", "o", "seg.steps=5"])
+    assert args.config == ["toycity-seg", "seg.steps=5"]
+    with pytest.raises(SystemExit):
+        parse_args(parser, ["train-seg", "toycity-seg", "--out", "o", "notanoverride"])

@@ -49,13 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args`` that also takes ``key=value`` overrides after options.
+
+    argparse fills a positional list once, so ``sci2i probe toycity --checkpoint C probe.steps=5``
+    would reject ``probe.steps=5``. Left-over ``key=value`` words are appended to the command's
+    override list (``config`` or ``overrides``); anything else is still an error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    late = [a for a in extra if "=" in a and not a.startswith("-")]
+    target = next((n for n in ("config", "overrides") if isinstance(getattr(args, n, None), list)), None)
+    if target is None or len(late) != len(extra):
+        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in late or target is None)}")
+    getattr(args, target).extend(late)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from sci2i.config import ConfigError
     from sci2i.utils.rundir import setup_logging
 
     setup_logging()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
