@@ -38,11 +38,17 @@ def gap_closed(ours: float, source: float, oracle: float) -> float:
     return (ours - source) / denom if denom != 0 else float("nan")
 
 
+#: Below this oracle − source margin (mIoU points) the gap closed is not reported: one seed of a
+#: short run moves a probe by about ±1 point (docs/RESULTS.md), so the ratio would be noise.
+MIN_GAP_POINTS = 2.0
+
+
 def format_gap(ours: float, source: float, oracle: float) -> str:
-    """The gap-closed sentence of Table 5; undefined when the oracle does not beat source only."""
-    if oracle - source <= 0.5:
-        return (f"Domain gap closed: undefined — the oracle's probe ({oracle:.1f}) does not beat the "
-                f"source-only probe ({source:.1f}) by a measurable margin (paper: 68.3 %).")
+    """The gap-closed sentence of Table 5; undefined when the oracle does not clearly beat source only."""
+    if oracle - source < MIN_GAP_POINTS:
+        return (f"Domain gap closed: undefined — the oracle's probe ({oracle:.1f}) is not at least "
+                f"{MIN_GAP_POINTS:.0f} points above the source-only probe ({source:.1f}), so the ratio "
+                f"would be noise (paper: 68.3 %).")
     g = gap_closed(ours, source, oracle)
     return f"Domain gap closed: (ours − source) / (oracle − source) = {100 * g:.1f} % (paper: 68.3 %)."
 
