@@ -48,6 +48,7 @@ def test_unknown_key_suggests_the_closest_name():
         ("generator.channels=[8,16]", "generator.channels"),
         ("notakey", "key=value"),
         ("model.output_stride=32", "model.output_stride"),
+        ("model.output_stride=16", "model.output_stride"),  # the default backbone, vgg16, has 8 only
         ("seg.con_threshold=1.5", "seg.con_threshold"),
     ],
 )

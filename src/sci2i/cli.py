@@ -59,11 +59,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     args, extra = parser.parse_known_args(argv)
     if not extra:
         return args
-    late = [a for a in extra if "=" in a and not a.startswith("-")]
     target = next((n for n in ("config", "overrides") if isinstance(getattr(args, n, None), list)), None)
-    if target is None or len(late) != len(extra):
-        parser.error(f"unrecognized arguments: {' '.join(a for a in extra if a not in late or target is None)}")
-    getattr(args, target).extend(late)
+    rejected = [a for a in extra if target is None or "=" not in a or a.startswith("-")]
+    if rejected:
+        parser.error(f"unrecognized arguments: {' '.join(rejected)}")
+    getattr(args, target).extend(extra)
     return args
 
 

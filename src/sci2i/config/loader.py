@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sci2i.config.schema import Config
+from sci2i.config.schema import OUTPUT_STRIDES, Config
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -234,8 +234,12 @@ def validate(cfg: Config) -> None:
         )
     if not 0.0 <= cfg.seg.con_threshold < 1.0:
         raise ConfigError(f"'seg.con_threshold' must be in [0, 1); got {cfg.seg.con_threshold}")
-    if cfg.model.output_stride not in (8, 16):
-        raise ConfigError(f"'model.output_stride' must be 8 or 16; got {cfg.model.output_stride}")
+    strides = OUTPUT_STRIDES.get(cfg.model.backbone, (8,))
+    if cfg.model.output_stride not in strides:
+        raise ConfigError(
+            f"'model.output_stride' must be one of {', '.join(map(str, strides))} for backbone "
+            f"'{cfg.model.backbone}'; got {cfg.model.output_stride}"
+        )
     if len(cfg.model.aspp_rates) != 4:
         raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
     if not cfg.model.head_lr_mult > 0:

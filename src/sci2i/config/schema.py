@@ -57,6 +57,10 @@ class DataConfig:
     max_bad_files: int = 20
 
 
+#: Output strides each segmentation backbone supports (8 is the paper's DeepLab-v2).
+OUTPUT_STRIDES = {"vgg16": (8,), "efficientnet_lite0": (8, 16)}
+
+
 @dataclass
 class SegModelConfig:
     """DeepLab-v2 segmentation network (SPEC §1)."""
@@ -99,9 +103,9 @@ class SegTrainConfig:
     # the early teacher is the plain average of the student so far instead of mostly its
     # initialisation; false = constant ``ema_decay`` from the first step.
     ema_warmup: bool = True
-    # λ_con (Eq. 10): 0 for the first ``con_start`` steps, then ``lambda_con``. 1.0: at a
-    # source-trained model the gradient of L_con is already ~1.5x that of CE (measured, see
-    # docs/SEGMENTATION.md "λ_con"); 10 swamps the supervised term and lowered toy-city mIoU.
+    # λ_con (Eq. 10): 0 for the first ``con_start`` steps, then ``lambda_con``. 1.0: on
+    # toy-city L_con is ~1/10 of CE then; 10 gave the best pixel accuracy but no mIoU19 gain
+    # at 2,000 steps and cost 3.6 mIoU19 in the 600-step demo (docs/SEGMENTATION.md "λ_con").
     lambda_con: float = 1.0
     con_start: int = 10000
     # Optional, not in the paper: L_FS,con only on pixels where the teacher's top softmax

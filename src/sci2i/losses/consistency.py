@@ -18,18 +18,23 @@ from __future__ import annotations
 import torch
 
 
+def _teacher_probs_and_distance(student_logits: torch.Tensor, teacher_logits: torch.Tensor):
+    """(teacher softmax, per-pixel Σ_c (softmax(teacher)_c − softmax(student)_c)²), both float."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher "
+                         f"{tuple(teacher_logits.shape)} logits must have the same shape")
+    p_teacher = teacher_logits.detach().float().softmax(dim=1)
+    p_student = student_logits.float().softmax(dim=1)
+    return p_teacher, (p_teacher - p_student).pow(2).sum(dim=1)
+
+
 def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                      valid: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over pixels of Σ_c (softmax(teacher)_c − softmax(student)_c)², Eq. 12.
 
     ``valid`` (N, H, W) bool optionally restricts the mean to some pixels (e.g. padding).
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student {tuple(student_logits.shape)} and teacher "
-                         f"{tuple(teacher_logits.shape)} logits must have the same shape")
-    p_teacher = teacher_logits.detach().float().softmax(dim=1)
-    p_student = student_logits.float().softmax(dim=1)
-    per_pixel = (p_teacher - p_student).pow(2).sum(dim=1)
+    _, per_pixel = _teacher_probs_and_distance(student_logits, teacher_logits)
     if valid is None:
         return per_pixel.mean()
     return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
@@ -44,20 +49,14 @@ def class_balanced_consistency_loss(student_logits: torch.Tensor, teacher_logits
     pixel mean, the few large classes (road, building, sky) set the target and self-training
     drifts the small ones towards them; here each predicted class weighs the same.
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student {tuple(student_logits.shape)} and teacher "
-                         f"{tuple(teacher_logits.shape)} logits must have the same shape")
-    p_teacher = teacher_logits.detach().float().softmax(dim=1)
-    per_pixel = (p_teacher - student_logits.float().softmax(dim=1)).pow(2).sum(dim=1)
+    p_teacher, per_pixel = _teacher_probs_and_distance(student_logits, teacher_logits)
     num_classes = p_teacher.shape[1]
     cls = p_teacher.argmax(dim=1)
     weight = torch.ones_like(per_pixel) if valid is None else valid.to(per_pixel.dtype)
     sums = per_pixel.new_zeros(num_classes).index_add_(0, cls.flatten(), (per_pixel * weight).flatten())
     counts = per_pixel.new_zeros(num_classes).index_add_(0, cls.flatten(), weight.flatten())
-    present = counts > 0
-    if not bool(present.any()):
-        return per_pixel.sum() * 0.0
-    return (sums[present] / counts[present]).mean()
+    # absent classes have sum 0 and add nothing; no class present gives 0 (no host sync)
+    return (sums / counts.clamp(min=1)).sum() / (counts > 0).sum().clamp(min=1)
 
 
 def confident_pixels(teacher_logits: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sci2i.config.schema import OUTPUT_STRIDES
 from sci2i.errors import UserError
 from sci2i.models.efficientnet import PACKAGE_NORM, EfficientNetLite0Features
 from sci2i.models.input_norm import InputNorm, read_norm_sidecar
@@ -66,9 +67,6 @@ def _load_vgg16(weights: str, dilated: bool) -> tuple[VGG16, str]:
     norm = read_norm_sidecar(weights)
     load_state_dict_strict(vgg, load_state(weights), weights)
     return vgg, norm
-
-
-OUTPUT_STRIDES = {"vgg16": (8,), "efficientnet_lite0": (8, 16)}
 
 
 def build_backbone(name: str, weights: str = "", output_stride: int = 8) -> NormalisedFeatures:

@@ -4,8 +4,8 @@ Paper -> code: the segmentation network F (student F_S and teacher F_T share it)
 :class:`DeepLabV2`; ASPP -> :class:`ASPP`, exposed as ``DeepLabV2.classifier``.
 
 * **Backbone**: :func:`sci2i.models.backbones.build_backbone` (VGG16 with dilated conv5 as in
-  the paper, or EfficientNet-Lite0 for CPU presets, at output stride 8 or 16); it takes RGB in [0, 1] and applies the
-  input normalisation of its weights.
+  the paper, or EfficientNet-Lite0 for CPU presets, at output stride 8 or 16); it takes RGB in
+  [0, 1] and applies the input normalisation of its weights.
 * **ASPP**: four parallel 3×3 convolutions with dilations (6, 12, 18, 24), each mapping the
   features straight to class logits; their outputs are **summed** — all four. (A widely copied
   public implementation ``return``s inside the loop after the second branch, so only two
