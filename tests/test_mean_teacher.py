@@ -130,15 +130,21 @@ def _final_state(run: Path) -> dict:
     return load_state(ckpts[-1])
 
 
-def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path):
-    # phase (c)-like: translated mix alternating at batch 1, consistency from step 2 on.
-    extra = [f"seg.translated_root={data / 'translated'}", "seg.batch_size=1", "seg.con_start=2"]
+@pytest.mark.parametrize("align", [False, True], ids=["eq12", "con_align"])
+def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, align):
+    # phase (c)-like: translated mix alternating at batch 1, consistency from step 2 on;
+    # with con_align the source class counts of steps 0-1 must survive the checkpoint.
+    extra = [f"seg.translated_root={data / 'translated'}", "seg.batch_size=1", "seg.con_start=2",
+             f"seg.con_align={str(align).lower()}"]
     full = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "full", progress=False)
     train_segmentation(_cfg(data, "seg.steps=2", *extra), tmp_path / "split", progress=False)
     resumed = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "split", resume=True, progress=False)
     assert full["step"] == resumed["step"] == 4
     a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "split")
     assert a["consumed"] == b["consumed"] == {"src": 2, "translated": 2, "trg": 2}
+    assert ("class_prior" in a) == ("class_prior" in b) == align
+    for k, v in a.get("class_prior", {}).items():
+        assert torch.equal(v, b["class_prior"][k]), k
     for net in ("student", "teacher"):
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), (net, k)

@@ -160,3 +160,47 @@ def test_concurrent_runs_sharing_a_phase_wait_for_each_other(tmp_path):
     for t in threads:
         t.join()
     assert len(calls) == 1 and out[0] == out[1] == {"value": 1, "seconds": out[0]["seconds"]}
+
+
+def test_experiment_rows_per_seed_get_their_own_folders_and_seed():
+    from sci2i.pipeline.experiments import row_configs
+
+    _, plain = row_configs("table4", "toycity", ["run.out_dir=/tmp/x"])
+    assert [str(c.run.out_dir) for _, c in plain][0] == "/tmp/x/table4/source-only"
+    _, seeded = row_configs("table4", "toycity", ["run.out_dir=/tmp/x"], seed=3)
+    assert {c.run.seed for _, c in seeded} == {3}
+    assert str(seeded[-1][1].run.out_dir) == "/tmp/x/table4/seed-3/ssl-i2i-full-method"
+
+
+def test_experiment_table_reports_mean_and_std_over_seeds(tmp_path):
+    from sci2i.pipeline.experiments import load_experiments, write_table
+
+    def run(seed, own, probe=None):
+        out = {"seed": seed, "summary": {"final_eval": {"mIoU19": own}}}
+        if probe is not None:
+            out["probe"] = {"mIoU19": probe}
+        return out
+
+    spec = load_experiments()["table4"]
+    results = [{"row": row, "runs": [run(0, 10.0 + i), run(1, 12.0 + i)]} for i, row in enumerate(spec["rows"])]
+    text = write_table("table4", spec, results, tmp_path, "toycity", [], seeds=[0, 1]).read_text()
+    assert "--seeds 0,1" in text
+    assert "| source only | 11.0 ± 1.4 (10.0, 12.0) | 30.5 |" in text  # sample std of (10, 12)
+    single = [{"row": row, "runs": [run(0, 16.24)]} for row in spec["rows"]]
+    assert "| source only | 16.2 | 30.5 |" in write_table("table4", spec, single, tmp_path, "toycity", []).read_text()
+    spec5 = load_experiments()["table5"]
+    res5 = [{"row": row, "runs": [run(0, 20.0, p), run(1, 22.0, p + 2)]}
+            for row, p in zip(spec5["rows"], (40.0, 20.0, 30.0))]
+    text5 = write_table("table5", spec5, res5, tmp_path, "toycity", [], seeds=[0, 1]).read_text()
+    # gap closed from the means: (31 - 21) / (41 - 21)
+    assert "= 50.0 %" in text5
+
+
+def test_seeds_option_is_parsed_and_needs_an_experiment(capsys):
+    from sci2i.commands.run import _seed_list
+
+    assert _seed_list("0,1,2") == [0, 1, 2]
+    with pytest.raises(Exception, match="distinct"):
+        _seed_list("1,1")
+    assert cli(["run", "toycity", "--seeds", "0,1", "seg.steps=3"]) != 0
+    assert "--seeds needs --experiment" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sci2i.losses.consistency import consistency_loss
 from sci2i.losses.segmentation import cross_entropy, reverse_cross_entropy, symmetric_cross_entropy
@@ -156,3 +157,29 @@ def test_class_balanced_consistency_weighs_each_teacher_class_equally():
     # a mask that removes the class-1 pixel leaves only class 0: loss 0
     valid = torch.tensor([[[True, True, True, False]]])
     assert class_balanced_consistency_loss(student, teacher, valid).item() == 0.0
+
+
+def test_ce_consistency_is_student_cross_entropy_at_teacher_argmax():
+    from sci2i.losses.consistency import consistency_loss
+
+    torch.manual_seed(0)
+    student = torch.randn(2, 5, 3, 4, requires_grad=True)
+    teacher = torch.randn(2, 5, 3, 4)
+    loss = consistency_loss(student, teacher, kind="ce")
+    expected = F.cross_entropy(student, teacher.argmax(1))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    valid = teacher.softmax(1).amax(1) >= 0.4
+    masked = consistency_loss(student, teacher, valid, kind="ce")
+    per_pixel = F.cross_entropy(student, teacher.argmax(1), reduction="none")
+    assert masked.item() == pytest.approx(per_pixel[valid].mean().item(), rel=1e-6)
+    loss.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="kind"):
+        consistency_loss(student, teacher, kind="kl")
+
+
+def test_unknown_consistency_loss_is_a_config_error():
+    from sci2i.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="seg.con_loss"):
+        load_config(None, ["seg.con_loss=kl"])

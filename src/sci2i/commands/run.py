@@ -9,6 +9,17 @@ from sci2i.config.loader import list_presets, split_preset
 DEMO_PRESET = "toycity"
 
 
+def _seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2] (comma-separated, so that key=value overrides may follow)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct integers, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
@@ -27,13 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. seg.steps=2000")
     p.add_argument("--experiment", metavar="TABLE",
                    help="run every row of a paper table (table3, table4, table5) with shared phases")
+    p.add_argument("--seeds", metavar="S,S,...", type=_seed_list,
+                   help="with --experiment: run the table once per seed (run.seed), e.g. 0,1,2, "
+                        "and report mean ± std per row")
     p.add_argument("--list", action="store_true", help="list presets and experiments, then exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from sci2i.config import load_config, to_yaml
+    from sci2i.config import ConfigError, load_config, to_yaml
     from sci2i.pipeline.experiments import load_experiments, run_experiment
     from sci2i.pipeline.runner import run_pipeline
 
@@ -52,8 +66,10 @@ def main(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(load_config(preset, overrides)))
         return 0
+    if args.seeds and not args.experiment:
+        raise ConfigError("--seeds needs --experiment TABLE (a single run takes run.seed=S)")
     if args.experiment:
-        run_experiment(args.experiment, preset, overrides)
+        run_experiment(args.experiment, preset, overrides, seeds=args.seeds)
         return 0
     cfg = load_config(preset, overrides)
     summary = run_pipeline(cfg)

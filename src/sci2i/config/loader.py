@@ -232,6 +232,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "'generator.channels' needs 4 positive widths: the stem and the three stride-2 stages"
         )
+    if cfg.seg.con_loss not in ("mse", "ce"):
+        raise ConfigError(f"'seg.con_loss' must be 'mse' (Eq. 12) or 'ce'; got {cfg.seg.con_loss!r}")
     if not 0.0 <= cfg.seg.con_threshold < 1.0:
         raise ConfigError(f"'seg.con_threshold' must be in [0, 1); got {cfg.seg.con_threshold}")
     strides = OUTPUT_STRIDES.get(cfg.model.backbone, (8,))

@@ -115,6 +115,14 @@ class SegTrainConfig:
     # then over classes, so that the large classes do not drown the small ones (false =
     # the plain pixel mean of Eq. 12).
     con_class_balance: bool = False
+    # Optional, not in the paper: distribution alignment of the teacher's target (ReMixMatch):
+    # rescale its class probabilities by (source class share / its running mean share on the
+    # target), so self-training does not drift away from the small classes
+    # (sci2i.train.class_prior; false = Eq. 12 as written).
+    con_align: bool = False
+    # Per-pixel distance of L_FS,con: "mse" = Eq. 12 (squared distance of the two softmaxes);
+    # "ce" (not in the paper) = cross-entropy of the student at the teacher's argmax class.
+    con_loss: str = "mse"
     # Source images: weight of the supervised loss on x_s; 0 = no source (e.g. oracle).
     lambda_src: float = 1.0
     # Translated source images G(x_s) (phase c, Eq. 11): fraction of the source batch drawn

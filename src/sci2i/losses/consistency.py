@@ -11,6 +11,13 @@ gradient flows into them.
 :func:`confident_pixels` is an optional restriction that Eq. 12 does not have (``seg.con_threshold``,
 0 = off): the mean is then taken over the pixels where the teacher's top class probability
 reaches a threshold, as in French et al.'s self-ensembling for domain adaptation (ICLR 2018).
+
+``kind`` chooses the per-pixel distance: ``"mse"`` is Eq. 12; ``"ce"`` (``seg.con_loss=ce``,
+not in the paper) is the cross-entropy of the student's softmax at the teacher's argmax class,
+i.e. the teacher's prediction used as a hard label ("the teacher's prediction serves as a label
+for the student", Sec. 3.3), the usual form of mean-teacher self-training in later UDA work
+(e.g. DACS, Tranheden et al. 2021). Its gradient does not vanish where the student is wrong
+with confidence, which the squared distance of two probability vectors does.
 """
 
 from __future__ import annotations
@@ -18,30 +25,43 @@ from __future__ import annotations
 import torch
 
 
-def _teacher_probs_and_distance(student_logits: torch.Tensor, teacher_logits: torch.Tensor):
-    """(teacher softmax, per-pixel Σ_c (softmax(teacher)_c − softmax(student)_c)²), both float."""
+KINDS = ("mse", "ce")
+
+
+def _teacher_probs_and_distance(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                                kind: str = "mse"):
+    """(teacher softmax, per-pixel distance), both float.
+
+    ``mse``: Σ_c (softmax(teacher)_c − softmax(student)_c)² (Eq. 12); ``ce``:
+    −log softmax(student)_k with k the teacher's argmax.
+    """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student {tuple(student_logits.shape)} and teacher "
                          f"{tuple(teacher_logits.shape)} logits must have the same shape")
     p_teacher = teacher_logits.detach().float().softmax(dim=1)
-    p_student = student_logits.float().softmax(dim=1)
-    return p_teacher, (p_teacher - p_student).pow(2).sum(dim=1)
+    if kind == "mse":
+        return p_teacher, (p_teacher - student_logits.float().softmax(dim=1)).pow(2).sum(dim=1)
+    if kind == "ce":
+        log_p_student = student_logits.float().log_softmax(dim=1)
+        return p_teacher, -log_p_student.gather(1, p_teacher.argmax(dim=1, keepdim=True)).squeeze(1)
+    raise ValueError(f"consistency kind must be one of {KINDS}; got {kind!r}")
 
 
 def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                     valid: torch.Tensor | None = None) -> torch.Tensor:
+                     valid: torch.Tensor | None = None, kind: str = "mse") -> torch.Tensor:
     """Mean over pixels of Σ_c (softmax(teacher)_c − softmax(student)_c)², Eq. 12.
 
-    ``valid`` (N, H, W) bool optionally restricts the mean to some pixels (e.g. padding).
+    ``valid`` (N, H, W) bool optionally restricts the mean to some pixels (e.g. padding);
+    ``kind="ce"`` uses the hard-label cross-entropy instead (module docstring).
     """
-    _, per_pixel = _teacher_probs_and_distance(student_logits, teacher_logits)
+    _, per_pixel = _teacher_probs_and_distance(student_logits, teacher_logits, kind)
     if valid is None:
         return per_pixel.mean()
     return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
 
 
 def class_balanced_consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                                    valid: torch.Tensor | None = None) -> torch.Tensor:
+                                    valid: torch.Tensor | None = None, kind: str = "mse") -> torch.Tensor:
     """Eq. 12's per-pixel distance, averaged per teacher class, then over the classes present.
 
     Each class c that the teacher predicts (argmax) on some valid pixel of the batch gets the
@@ -49,7 +69,7 @@ def class_balanced_consistency_loss(student_logits: torch.Tensor, teacher_logits
     pixel mean, the few large classes (road, building, sky) set the target and self-training
     drifts the small ones towards them; here each predicted class weighs the same.
     """
-    p_teacher, per_pixel = _teacher_probs_and_distance(student_logits, teacher_logits)
+    p_teacher, per_pixel = _teacher_probs_and_distance(student_logits, teacher_logits, kind)
     num_classes = p_teacher.shape[1]
     cls = p_teacher.argmax(dim=1)
     weight = torch.ones_like(per_pixel) if valid is None else valid.to(per_pixel.dtype)

@@ -4,7 +4,10 @@
 ``<out_dir>/<table>/<row>/``. All rows share the phase cache ``<out_dir>/phases`` of a plain
 ``sci2i run`` with the same preset, so identical phases run once: the warm-up of every Table 3
 row, and everything a previous ``sci2i run`` (the full method) already trained. It then writes
-``<out_dir>/<table>/table.md``.
+``<out_dir>/<table>/table.md``. With ``seeds``, the table is run once per seed (rows in
+``<out_dir>/<table>/seed-<s>/<row>/``) and reports the mean ± sample standard deviation: on
+toy-city one seed moves mIoU19 by a few points (docs/RESULTS.md), more than most differences
+between rows.
 """
 
 from __future__ import annotations
@@ -32,55 +35,98 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "row"
 
 
-def row_configs(table: str, preset: str | None, overrides: list[str]):
-    """[(row dict, Config)] for a table; unknown table names list the known ones."""
+def row_configs(table: str, preset: str | None, overrides: list[str], seed: int | None = None):
+    """[(row dict, Config)] for a table; unknown table names list the known ones.
+
+    With ``seed``, every row runs with ``run.seed=seed`` in ``<out_dir>/<table>/seed-<seed>/``.
+    """
     tables = load_experiments()
     if table not in tables:
         raise ConfigError(f"unknown experiment '{table}'; known: {', '.join(tables)}")
     base = load_config(preset, overrides)
+    table_dir = Path(base.run.out_dir) / table
+    seed_overrides = []
+    if seed is not None:
+        table_dir = table_dir / f"seed-{seed}"
+        seed_overrides = [f"run.seed={seed}"]
     out = []
     for row in tables[table]["rows"]:
-        row_dir = Path(base.run.out_dir) / table / slug(row["name"])
-        cfg = load_config(preset, list(overrides) + list(row["overrides"]) +
+        row_dir = table_dir / slug(row["name"])
+        cfg = load_config(preset, list(overrides) + seed_overrides + list(row["overrides"]) +
                           [f"run.out_dir={row_dir}", "name=" + json.dumps(f"{base.name}: {row['name']}")])
         out.append((row, cfg))
     return tables[table], out
 
 
-def run_experiment(table: str, preset: str | None, overrides: list[str]) -> Path:
+def run_experiment(table: str, preset: str | None, overrides: list[str],
+                   seeds: list[int] | None = None) -> Path:
+    """Every row of ``table`` (once per seed of ``seeds``, if given); writes ``table.md``."""
     from sci2i.pipeline.runner import run_pipeline
 
-    spec, rows = row_configs(table, preset, overrides)
     run_out = Path(load_config(preset, overrides).run.out_dir)
     base_out = run_out / table
     cache = run_out / "phases"
-    results = []
-    for row, cfg in rows:
-        log.info("experiment %s: row '%s'", table, row["name"])
-        summary = run_pipeline(cfg, cache_dir=cache)
-        entry = {"row": row, "summary": summary, "out_dir": cfg.run.out_dir}
-        if spec.get("probe"):
-            from sci2i.probe import probe_run
+    spec, results = None, []
+    for seed in seeds or [None]:
+        spec, rows = row_configs(table, preset, overrides, seed)
+        for i, (row, cfg) in enumerate(rows):
+            log.info("experiment %s: row '%s'%s", table, row["name"],
+                     "" if seed is None else f" (seed {seed})")
+            summary = run_pipeline(cfg, cache_dir=cache)
+            run = {"seed": cfg.run.seed, "summary": summary, "out_dir": cfg.run.out_dir}
+            if spec.get("probe"):
+                from sci2i.probe import probe_run
 
-            entry["probe"] = probe_run(cfg, Path(cfg.run.out_dir))
-        results.append(entry)
-    path = write_table(table, spec, results, base_out, preset, overrides)
+                run["probe"] = probe_run(cfg, Path(cfg.run.out_dir))
+            if len(results) <= i:
+                results.append({"row": row, "runs": []})
+            results[i]["runs"].append(run)
+    path = write_table(table, spec, results, base_out, preset, overrides, seeds)
     (base_out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return path
 
 
-def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, overrides) -> Path:
+def _stats(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _cell(values: list[float]) -> str:
+    """``16.2`` for one run; ``16.9 ± 1.5 (16.2, 19.2, 15.4)`` over seeds."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    mean, std = _stats(values)
+    return f"{mean:.1f} ± {std:.1f} ({', '.join(f'{v:.1f}' for v in values)})"
+
+
+def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, overrides,
+                seeds: list[int] | None = None) -> Path:
+    """``out/table.md``: one line per row; over several seeds, mean ± sample std and the values.
+
+    ``results``: ``[{"row": row spec, "runs": [{"seed", "summary", "probe"?}, ...]}, ...]``.
+    """
     metric = spec.get("metric", "mIoU19")
-    cmd = "sci2i run " + " ".join([preset or ""] + [f"--experiment {table}"] + list(overrides)).strip()
+    seed_opt = ["--seeds " + ",".join(str(s) for s in seeds)] if seeds else []
+    cmd = "sci2i run " + " ".join([preset or ""] + [f"--experiment {table}"] + seed_opt + list(overrides)).strip()
     lines = [f"# {spec['title']}", "", f"Command: `{cmd}`", ""]
+    if seeds:
+        lines += [f"Seeds {', '.join(str(s) for s in seeds)}: mean ± sample standard deviation "
+                  f"(the values of the seeds in order).", ""]
+
+    def own(run: dict) -> float:
+        return (run["summary"].get("final_eval") or {})[metric]
+
     if spec.get("probe"):
         lines += [f"| model | {metric} (own head) | {metric} (linear probe) | paper (probe) |", "|---|---:|---:|---:|"]
         by_role = {}
         for r in results:
-            own = (r["summary"].get("final_eval") or {}).get(metric)
-            probe = r["probe"][metric]
-            by_role[r["row"].get("role")] = probe
-            lines.append(f"| {r['row']['name']} | {own:.1f} | {probe:.1f} | {r['row'].get('paper', '–')} |")
+            probes = [run["probe"][metric] for run in r["runs"]]
+            by_role[r["row"].get("role")] = _stats(probes)[0]
+            lines.append(f"| {r['row']['name']} | {_cell([own(run) for run in r['runs']])} | "
+                         f"{_cell(probes)} | {r['row'].get('paper', '–')} |")
         if {"oracle", "source", "ours"} <= set(by_role):
             from sci2i.probe import format_gap
 
@@ -88,8 +134,8 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
     else:
         lines += [f"| setting | {metric} | paper |", "|---|---:|---:|"]
         for r in results:
-            v = (r["summary"].get("final_eval") or {}).get(metric)
-            lines.append(f"| {r['row']['name']} | {v:.1f} | {r['row'].get('paper', '–')} |")
+            lines.append(f"| {r['row']['name']} | {_cell([own(run) for run in r['runs']])} | "
+                         f"{r['row'].get('paper', '–')} |")
     lines.append("")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "table.md"

@@ -64,6 +64,7 @@ from sci2i.losses.consistency import (
 from sci2i.losses.segmentation import cross_entropy
 from sci2i.models.deeplab import DeepLabV2, build_deeplab
 from sci2i.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
+from sci2i.train.class_prior import ClassPrior
 from sci2i.train.ema import ema_update, make_ema, unwrap
 from sci2i.train.loop import (
     AmpContext,
@@ -101,6 +102,7 @@ def mean_teacher_objective(
     lambda_trg_sup: float,
     con_threshold: float = 0.0,
     con_class_balance: bool = False,
+    con_loss: str = "mse",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_FS = λ_src·L_FS,seg + λ_con·L_FS,con (+ λ_trg_sup·CE on target labels), Eqs. 10-12.
 
@@ -109,7 +111,8 @@ def mean_teacher_objective(
     ``con_threshold`` > 0 restricts L_FS,con to pixels where the teacher's top probability
     reaches it (:func:`~sci2i.losses.consistency.confident_pixels`); 0 = Eq. 12 as written.
     ``con_class_balance`` averages L_FS,con per teacher class first
-    (:func:`~sci2i.losses.consistency.class_balanced_consistency_loss`).
+    (:func:`~sci2i.losses.consistency.class_balanced_consistency_loss`). ``con_loss`` is the
+    per-pixel distance: ``"mse"`` (Eq. 12) or ``"ce"`` (the teacher's argmax as a hard label).
     Returns ``(total, {"seg_src", "con", "seg_trg", "total"})`` (detached parts for logging).
     """
     ref = next(t for t in (src_logits, student_trg_logits) if t is not None)
@@ -119,7 +122,7 @@ def mean_teacher_objective(
     if teacher_trg_logits is not None:
         valid = confident_pixels(teacher_trg_logits, con_threshold) if con_threshold > 0 else None
         loss_fn = class_balanced_consistency_loss if con_class_balance else consistency_loss
-        con = loss_fn(student_trg_logits, teacher_trg_logits, valid)
+        con = loss_fn(student_trg_logits, teacher_trg_logits, valid, con_loss)
     seg_trg = cross_entropy(student_trg_logits, trg_labels) if trg_labels is not None else zero
     total = lambda_src * seg_src + lambda_con * con + lambda_trg_sup * seg_trg
     parts = {"seg_src": seg_src, "con": con, "seg_trg": seg_trg, "total": total}
@@ -207,6 +210,7 @@ class MeanTeacherTrainer:
         self.amp = AmpContext(perf, device)
         self.guard = NonFiniteGuard(cfg.run.max_nonfinite_steps, name="train-seg")
         self.perturb = Perturbation.from_config(cfg.seg)
+        self.class_prior = ClassPrior(self.student.num_classes, device) if cfg.seg.con_align else None
         self.checkpoints = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
         self.step = 0
         self.streams: dict[str, SampleStream] = {}
@@ -280,6 +284,8 @@ class MeanTeacherTrainer:
             inputs.append(self.perturb(trg_images))  # P(x_t): photometric, pixel-aligned
             trg_labels = self._to_device(trg["label"]) if "label" in trg else None
         n_src = inputs[0].shape[0] if src_parts else 0
+        if self.class_prior is not None and labels_src is not None:
+            self.class_prior.observe_source(labels_src)  # π counts from every source batch
 
         with self.amp.autocast():
             logits = self.student_fwd(torch.cat(inputs))  # [x_s ‖ G(x_s) ‖ P(x_t)] in one pass
@@ -287,11 +293,13 @@ class MeanTeacherTrainer:
             if lam_con > 0:
                 with torch.no_grad():
                     teacher_logits = self.teacher_fwd(trg_images)  # F_T sees the clean x_t
+                if self.class_prior is not None:
+                    teacher_logits = self.class_prior.align(teacher_logits)
         src_logits = logits[:n_src] if n_src else None
         trg_logits = logits[n_src:] if trg is not None else None
         total, parts = mean_teacher_objective(
             src_logits, labels_src, trg_logits, teacher_logits, trg_labels,
-            s.lambda_src, lam_con, s.lambda_trg_sup, s.con_threshold, s.con_class_balance,
+            s.lambda_src, lam_con, s.lambda_trg_sup, s.con_threshold, s.con_class_balance, s.con_loss,
         )
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -319,6 +327,7 @@ class MeanTeacherTrainer:
             "rng": rng_state(),
             "config": to_yaml(self.cfg),
             "model_meta": model_meta(self.student),
+            **({"class_prior": self.class_prior.state_dict()} if self.class_prior else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -327,6 +336,8 @@ class MeanTeacherTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.amp.load_state_dict(state.get("amp", {}))
         self.step = int(state["step"])
+        if self.class_prior is not None and "class_prior" in state:
+            self.class_prior.load_state_dict(state["class_prior"])
         set_rng_state(state["rng"])
         if state.get("config") and state["config"] != to_yaml(self.cfg):
             log.warning("resuming with a configuration that differs from the checkpoint's; "

@@ -1,0 +1,73 @@
+"""Distribution alignment of the teacher's target in Eq. 12 (optional, ``seg.con_align``).
+
+Not in the paper. With a weak teacher, mean-teacher self-training drifts towards the classes
+the teacher already predicts often (road, building, car) and the small classes, which a
+source-trained model barely predicts on the target, fade out of its predictions. Distribution
+alignment (Berthelot et al., *ReMixMatch*, ICLR 2020) rescales the teacher's class
+distribution on every target pixel by ``π / p̃`` and renormalises it:
+
+    q(c | x_t) ∝ σ(F_T(x_t))_c · π_c / p̃_c
+
+``π`` is the class distribution of the source labels (counted from the source batches as they
+stream by, so no pass over the dataset is needed), ``p̃`` a running mean (momentum
+:data:`MOMENTUM`) of the teacher's mean class probabilities on the target batches. A class the
+teacher predicts less often on the target than it occurs in the source is pushed up, one it
+over-predicts down. In logits: ``F_T(x_t) + log π − log p̃``, so Eq. 12 and the optional
+confidence mask / class balance operate on the aligned distribution unchanged.
+
+Both statistics are tensors on the training device (no host sync) and are saved in the
+checkpoint, so a resumed run aligns exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MOMENTUM = 0.99  # p̃: a mean over the last ~100 target batches, as ReMixMatch's 128
+EPS = 1e-6       # floors of π and p̃ (classes absent from the source, unseen classes)
+
+
+class ClassPrior:
+    """Running source class counts and teacher target distribution; aligns teacher logits."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu",
+                 ignore_index: int = 255) -> None:
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.source_counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        self.teacher_mean = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float32,
+                                       device=device)
+        self.teacher_batches = torch.zeros((), dtype=torch.long, device=device)
+
+    def observe_source(self, labels: torch.Tensor) -> None:
+        """Add the (N, H, W) trainId labels of a source batch to π's counts."""
+        flat = labels.flatten()
+        flat = flat[(flat >= 0) & (flat < self.num_classes)]
+        self.source_counts += torch.bincount(flat, minlength=self.num_classes).to(self.source_counts)
+
+    @property
+    def source_prior(self) -> torch.Tensor:
+        """π: the source class distribution seen so far (uniform before any label)."""
+        total = self.source_counts.sum()
+        uniform = torch.full_like(self.source_counts, 1.0 / self.num_classes)
+        return torch.where(total > 0, self.source_counts / total.clamp(min=1), uniform).float()
+
+    def align(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """``teacher_logits + log π − log p̃`` after updating p̃ with this batch's teacher."""
+        probs = teacher_logits.detach().float().softmax(dim=1)
+        batch_mean = probs.mean(dim=(0, 2, 3))
+        # the first batch sets p̃ (no bias towards the uniform start), later ones average in
+        first = self.teacher_batches == 0
+        self.teacher_mean = torch.where(first, batch_mean,
+                                        MOMENTUM * self.teacher_mean + (1 - MOMENTUM) * batch_mean)
+        self.teacher_batches += 1
+        shift = self.source_prior.clamp(min=EPS).log() - self.teacher_mean.clamp(min=EPS).log()
+        return teacher_logits + shift.to(teacher_logits.dtype).view(1, -1, 1, 1)
+
+    def state_dict(self) -> dict:
+        return {"source_counts": self.source_counts, "teacher_mean": self.teacher_mean,
+                "teacher_batches": self.teacher_batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in ("source_counts", "teacher_mean", "teacher_batches"):
+            current = getattr(self, k)
+            setattr(self, k, state[k].to(device=current.device, dtype=current.dtype))

@@ -1,0 +1,49 @@
+"""Distribution alignment of the teacher target (seg.con_align, sci2i.train.class_prior)."""
+
+import torch
+
+from sci2i.train.class_prior import MOMENTUM, ClassPrior
+
+
+def test_source_prior_counts_labels_and_skips_ignore():
+    cp = ClassPrior(3)
+    assert torch.allclose(cp.source_prior, torch.full((3,), 1 / 3))  # nothing seen yet
+    cp.observe_source(torch.tensor([[[0, 0, 1, 255], [2, 2, 2, 0]]]))
+    assert torch.allclose(cp.source_prior, torch.tensor([3, 1, 3]) / 7.0)
+    cp.observe_source(torch.tensor([[[1, 1, 1, 1]]]))
+    assert torch.allclose(cp.source_prior, torch.tensor([3, 5, 3]) / 11.0)
+
+
+def test_align_is_teacher_times_prior_over_running_mean():
+    torch.manual_seed(0)
+    cp = ClassPrior(4)
+    cp.observe_source(torch.tensor([[[0, 1, 2, 3]]]))  # uniform source prior
+    first = torch.randn(2, 4, 5, 5)
+    cp.align(first)
+    assert torch.allclose(cp.teacher_mean, first.softmax(1).mean((0, 2, 3)))  # first batch sets p̃
+    second = torch.randn(2, 4, 5, 5)
+    aligned = cp.align(second)
+    p_tilde = MOMENTUM * first.softmax(1).mean((0, 2, 3)) + (1 - MOMENTUM) * second.softmax(1).mean((0, 2, 3))
+    assert torch.allclose(cp.teacher_mean, p_tilde, atol=1e-6)
+    expected = second.softmax(1) * (0.25 / p_tilde).view(1, -1, 1, 1)
+    expected = expected / expected.sum(1, keepdim=True)
+    assert torch.allclose(aligned.softmax(1), expected, atol=1e-5)
+
+
+def test_align_raises_a_class_the_teacher_underpredicts():
+    cp = ClassPrior(2)
+    cp.observe_source(torch.tensor([[[0, 1]]]))  # source: half class 0, half class 1
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[:, 0] = 2.0  # the teacher favours class 0 everywhere (p ≈ 0.88)
+    aligned = cp.align(logits).softmax(1).mean((0, 2, 3))
+    assert torch.allclose(aligned, torch.tensor([0.5, 0.5]), atol=1e-5)
+
+
+def test_state_round_trip_continues_identically():
+    torch.manual_seed(1)
+    a, b = ClassPrior(3), ClassPrior(3)
+    a.observe_source(torch.randint(0, 3, (2, 4, 4)))
+    a.align(torch.randn(1, 3, 4, 4))
+    b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()})
+    x = torch.randn(1, 3, 4, 4)
+    assert torch.equal(a.align(x), b.align(x))
