@@ -40,9 +40,13 @@ class ClassPrior:
 
     def observe_source(self, labels: torch.Tensor) -> None:
         """Add the (N, H, W) trainId labels of a source batch to π's counts."""
-        flat = labels.flatten()
-        flat = flat[(flat >= 0) & (flat < self.num_classes)]
-        self.source_counts += torch.bincount(flat, minlength=self.num_classes).to(self.source_counts)
+        flat = labels.flatten().long()
+        # ignored pixels (255) go to an extra bin that is dropped; no boolean indexing, no
+        # bincount (both need the host to know a size), so no sync on a GPU
+        idx = torch.where((flat >= 0) & (flat < self.num_classes), flat, self.num_classes)
+        counts = torch.zeros(self.num_classes + 1, dtype=self.source_counts.dtype, device=flat.device)
+        counts.index_add_(0, idx, torch.ones_like(idx, dtype=counts.dtype))
+        self.source_counts += counts[: self.num_classes].to(self.source_counts.device)
 
     @property
     def source_prior(self) -> torch.Tensor:
