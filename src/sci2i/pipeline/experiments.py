@@ -112,7 +112,7 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
     seed_opt = ["--seeds " + ",".join(str(s) for s in seeds)] if seeds else []
     cmd = "sci2i run " + " ".join([preset or ""] + [f"--experiment {table}"] + seed_opt + list(overrides)).strip()
     lines = [f"# {spec['title']}", "", f"Command: `{cmd}`", ""]
-    if seeds:
+    if seeds and len(seeds) > 1:
         lines += [f"Seeds {', '.join(str(s) for s in seeds)}: mean ± sample standard deviation "
                   f"(the values of the seeds in order).", ""]
 
