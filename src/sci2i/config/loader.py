@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sci2i.config.schema import OUTPUT_STRIDES, Config
+from sci2i.config.schema import CON_LOSSES, OUTPUT_STRIDES, Config
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -232,8 +232,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "'generator.channels' needs 4 positive widths: the stem and the three stride-2 stages"
         )
-    if cfg.seg.con_loss not in ("mse", "ce"):
-        raise ConfigError(f"'seg.con_loss' must be 'mse' (Eq. 12) or 'ce'; got {cfg.seg.con_loss!r}")
+    if cfg.seg.con_loss not in CON_LOSSES:
+        raise ConfigError(f"'seg.con_loss' must be one of {', '.join(CON_LOSSES)} ('mse' = Eq. 12); "
+                          f"got {cfg.seg.con_loss!r}")
     if not 0.0 <= cfg.seg.con_threshold < 1.0:
         raise ConfigError(f"'seg.con_threshold' must be in [0, 1); got {cfg.seg.con_threshold}")
     strides = OUTPUT_STRIDES.get(cfg.model.backbone, (8,))

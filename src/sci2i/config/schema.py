@@ -57,6 +57,9 @@ class DataConfig:
     max_bad_files: int = 20
 
 
+#: Per-pixel distances of L_FS,con (``seg.con_loss``): "mse" is Eq. 12, "ce" the hard-label CE.
+CON_LOSSES = ("mse", "ce")
+
 #: Output strides each segmentation backbone supports (8 is the paper's DeepLab-v2).
 OUTPUT_STRIDES = {"vgg16": (8,), "efficientnet_lite0": (8, 16)}
 

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import torch
 
-
-KINDS = ("mse", "ce")
+from sci2i.config.schema import CON_LOSSES
 
 
 def _teacher_probs_and_distance(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -44,7 +43,7 @@ def _teacher_probs_and_distance(student_logits: torch.Tensor, teacher_logits: to
     if kind == "ce":
         log_p_student = student_logits.float().log_softmax(dim=1)
         return p_teacher, -log_p_student.gather(1, p_teacher.argmax(dim=1, keepdim=True)).squeeze(1)
-    raise ValueError(f"consistency kind must be one of {KINDS}; got {kind!r}")
+    raise ValueError(f"consistency kind must be one of {CON_LOSSES}; got {kind!r}")
 
 
 def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +87,12 @@ def run_experiment(table: str, preset: str | None, overrides: list[str],
     return path
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-
-
 def _cell(values: list[float]) -> str:
-    """``16.2`` for one run; ``16.9 ± 1.5 (16.2, 19.2, 15.4)`` over seeds."""
+    """``16.2`` for one run; ``16.9 ± 1.5 (16.2, 19.2, 15.4)`` (mean ± sample std) over seeds."""
     if len(values) == 1:
         return f"{values[0]:.1f}"
-    mean, std = _stats(values)
-    return f"{mean:.1f} ± {std:.1f} ({', '.join(f'{v:.1f}' for v in values)})"
+    return (f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f} "
+            f"({', '.join(f'{v:.1f}' for v in values)})")
 
 
 def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, overrides,
@@ -124,7 +117,7 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
         by_role = {}
         for r in results:
             probes = [run["probe"][metric] for run in r["runs"]]
-            by_role[r["row"].get("role")] = _stats(probes)[0]
+            by_role[r["row"].get("role")] = statistics.fmean(probes)
             lines.append(f"| {r['row']['name']} | {_cell([own(run) for run in r['runs']])} | "
                          f"{_cell(probes)} | {r['row'].get('paper', '–')} |")
         if {"oracle", "source", "ours"} <= set(by_role):

@@ -32,9 +32,8 @@ EPS = 1e-6       # floors of π and p̃ (classes absent from the source, unseen 
 class ClassPrior:
     """Running source class counts and teacher target distribution; aligns teacher logits."""
 
-    def __init__(self, num_classes: int, device: torch.device | str = "cpu",
-                 ignore_index: int = 255) -> None:
-        self.num_classes, self.ignore_index = num_classes, ignore_index
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
+        self.num_classes = num_classes
         self.source_counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
         self.teacher_mean = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float32,
                                        device=device)
@@ -43,7 +42,7 @@ class ClassPrior:
     def observe_source(self, labels: torch.Tensor) -> None:
         """Add the (N, H, W) trainId labels of a source batch to π's counts."""
         flat = labels.flatten().long()
-        # ignored pixels (255) go to an extra bin that is dropped; no boolean indexing, no
+        # ignored pixels (255, or any id outside the classes) go to an extra bin that is dropped; no boolean indexing, no
         # bincount (both need the host to know a size), so no sync on a GPU
         idx = torch.where((flat >= 0) & (flat < self.num_classes), flat, self.num_classes)
         counts = torch.zeros(self.num_classes + 1, dtype=self.source_counts.dtype, device=flat.device)
