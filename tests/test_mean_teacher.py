@@ -77,6 +77,19 @@ def test_objective_weights_switch_terms_off():
     assert parts["con"] > 0 and parts["seg_trg"] == 0
 
 
+def test_objective_uses_the_configured_consistency_distance():
+    from sci2i.losses.consistency import consistency_loss
+
+    torch.manual_seed(0)
+    src, trg_s, trg_t = torch.randn(1, 19, 4, 4), torch.randn(1, 19, 4, 4), torch.randn(1, 19, 4, 4)
+    y = torch.randint(0, 19, (1, 4, 4))
+    _, mse = mean_teacher_objective(src, y, trg_s, trg_t, None, 1.0, 1.0, 0.0)
+    _, ce = mean_teacher_objective(src, y, trg_s, trg_t, None, 1.0, 1.0, 0.0, con_loss="ce")
+    torch.testing.assert_close(mse["con"], consistency_loss(trg_s, trg_t))
+    torch.testing.assert_close(ce["con"], consistency_loss(trg_s, trg_t, kind="ce"))
+    assert not torch.allclose(mse["con"], ce["con"])
+
+
 def test_nothing_supervised_is_refused(data, tmp_path):
     with pytest.raises(ConfigError, match="nothing supervises"):
         train_segmentation(_cfg(data, "seg.lambda_src=0"), tmp_path / "r", progress=False)
@@ -143,6 +156,9 @@ def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, align):
     a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "split")
     assert a["consumed"] == b["consumed"] == {"src": 2, "translated": 2, "trg": 2}
     assert ("class_prior" in a) == ("class_prior" in b) == align
+    if align:  # the teacher target of both consistency steps (2 and 3) went through align()
+        assert int(a["class_prior"]["teacher_batches"]) == 2
+        assert a["class_prior"]["source_counts"].sum() > 0
     for k, v in a.get("class_prior", {}).items():
         assert torch.equal(v, b["class_prior"][k]), k
     for net in ("student", "teacher"):
