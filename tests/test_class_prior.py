@@ -47,3 +47,31 @@ def test_state_round_trip_continues_identically():
     b.load_state_dict({k: v.clone() for k, v in a.state_dict().items()})
     x = torch.randn(1, 3, 4, 4)
     assert torch.equal(a.align(x), b.align(x))
+
+
+def test_start_prior_keeps_the_teachers_initial_target_shares():
+    from sci2i.train.class_prior import START_BATCHES
+
+    cp = ClassPrior(2, prior="start")
+    cp.observe_source(torch.tensor([[[1, 1, 1, 1]]]))  # the source prior would favour class 1
+    early = torch.zeros(1, 2, 4, 4)
+    early[:, 0] = 2.0  # the teacher starts with class 0 at p ≈ 0.88
+    first = cp.align(early)
+    torch.testing.assert_close(first, early)  # π = p̃ = this batch: no shift yet
+    for _ in range(START_BATCHES - 1):
+        cp.align(early)
+    torch.testing.assert_close(cp.start_prior, early.softmax(1).mean((0, 2, 3)))
+    drifted = torch.zeros(1, 2, 4, 4)
+    drifted[:, 0] = 4.0  # later the teacher drifts further towards class 0
+    for _ in range(800):  # p̃ forgets the early batches (momentum 0.99)
+        aligned = cp.align(drifted)
+    # π is frozen at the start's shares (not the source's), so alignment undoes the drift
+    torch.testing.assert_close(cp.start_prior, early.softmax(1).mean((0, 2, 3)))
+    torch.testing.assert_close(aligned.softmax(1).mean((0, 2, 3)), early.softmax(1).mean((0, 2, 3)),
+                               atol=1e-2, rtol=0)
+    state = cp.state_dict()
+    restored = ClassPrior(2, prior="start")
+    restored.load_state_dict({k: v.clone() for k, v in state.items()})
+    assert torch.equal(restored.align(drifted), cp.align(drifted))
+    legacy = ClassPrior(2)
+    legacy.load_state_dict({k: v for k, v in state.items() if k != "start_sum"})  # older checkpoints

@@ -143,12 +143,28 @@ def _final_state(run: Path) -> dict:
     return load_state(ckpts[-1])
 
 
-@pytest.mark.parametrize("align", [False, True], ids=["eq12", "con_align"])
-def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, align):
+@pytest.mark.parametrize("variant", ["eq12", "con_align", "con_mix"])
+def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, monkeypatch, variant):
     # phase (c)-like: translated mix alternating at batch 1, consistency from step 2 on;
-    # with con_align the source class counts of steps 0-1 must survive the checkpoint.
+    # with con_align the source class counts of steps 0-1 must survive the checkpoint; with
+    # con_mix the class draws of the resumed steps must equal the uninterrupted run's.
+    align = variant == "con_align"
     extra = [f"seg.translated_root={data / 'translated'}", "seg.batch_size=1", "seg.con_start=2",
-             f"seg.con_align={str(align).lower()}"]
+             f"seg.con_align={str(align).lower()}",
+             f"seg.con_mix={'classmix' if variant == 'con_mix' else 'none'}"]
+    import sci2i.train.mean_teacher as mt
+
+    mixed_targets = []
+
+    def recording_mix(mask, labels, teacher_logits):
+        out = mt_mix(mask, labels, teacher_logits)
+        mixed_targets.append((mask, labels, out))
+        return out
+
+    mt_mix, mt_mix_images = mt.mix_teacher_logits, mt.mix_images
+    mixed_inputs = []
+    monkeypatch.setattr(mt, "mix_teacher_logits", recording_mix)
+    monkeypatch.setattr(mt, "mix_images", lambda *a: mixed_inputs.append(a[0]) or mt_mix_images(*a))
     full = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "full", progress=False)
     train_segmentation(_cfg(data, "seg.steps=2", *extra), tmp_path / "split", progress=False)
     resumed = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "split", resume=True, progress=False)
@@ -156,6 +172,15 @@ def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, align):
     a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "split")
     assert a["consumed"] == b["consumed"] == {"src": 2, "translated": 2, "trg": 2}
     assert ("class_prior" in a) == ("class_prior" in b) == align
+    # full run steps 2, 3 + resumed run steps 2, 3 went through the mixed target with con_mix
+    assert len(mixed_targets) == len(mixed_inputs) == (4 if variant == "con_mix" else 0)
+    for (mask, _, _), input_mask in zip(mixed_targets, mixed_inputs):
+        assert mask is input_mask  # the student's input and its target share the pasted pixels
+    assert variant != "con_mix" or any(m.any() for m in mixed_inputs)
+    for mask, labels, target in mixed_targets:  # the pasted pixels' target is their source label
+        probs = target.float().softmax(1)
+        assert torch.equal(probs.argmax(1)[mask], labels[mask].long())
+        assert torch.equal(probs.amax(1)[mask], torch.ones(int(mask.sum())))
     if align:  # the teacher target of both consistency steps (2 and 3) went through align()
         assert int(a["class_prior"]["teacher_batches"]) == 2
         assert a["class_prior"]["source_counts"].sum() > 0

@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sci2i.config.schema import CON_LOSSES, OUTPUT_STRIDES, Config
+from sci2i.config.schema import ALIGN_PRIORS, CON_LOSSES, CON_MIXES, OUTPUT_STRIDES, Config
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -235,6 +235,12 @@ def validate(cfg: Config) -> None:
     if cfg.seg.con_loss not in CON_LOSSES:
         raise ConfigError(f"'seg.con_loss' must be one of {', '.join(CON_LOSSES)} ('mse' = Eq. 12); "
                           f"got {cfg.seg.con_loss!r}")
+    if cfg.seg.con_mix not in CON_MIXES:
+        raise ConfigError(f"'seg.con_mix' must be one of {', '.join(CON_MIXES)} ('none' = Eq. 12); "
+                          f"got {cfg.seg.con_mix!r}")
+    if cfg.seg.con_align_prior not in ALIGN_PRIORS:
+        raise ConfigError(f"'seg.con_align_prior' must be one of {', '.join(ALIGN_PRIORS)}; "
+                          f"got {cfg.seg.con_align_prior!r}")
     if not 0.0 <= cfg.seg.con_threshold < 1.0:
         raise ConfigError(f"'seg.con_threshold' must be in [0, 1); got {cfg.seg.con_threshold}")
     strides = OUTPUT_STRIDES.get(cfg.model.backbone, (8,))

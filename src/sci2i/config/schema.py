@@ -60,6 +60,18 @@ class DataConfig:
 #: Per-pixel distances of L_FS,con (``seg.con_loss``): "mse" is Eq. 12, "ce" the hard-label CE.
 CON_LOSSES = ("mse", "ce")
 
+#: Inputs of L_FS,con (``seg.con_mix``): "none" is Eq. 12 (P(x_t)); "classmix" pastes source
+#: classes onto x_t (sci2i.train.class_mix).
+CON_MIXES = ("none", "classmix")
+
+#: π of ``seg.con_align`` (sci2i.train.class_prior): the source's class shares or the
+#: teacher's own on the target when self-training starts.
+ALIGN_PRIORS = ("source", "start")
+
+#: Field metadata: a phase fingerprint leaves the field out while it has its default, so adding
+#: an option does not invalidate the finished phases of earlier runs (sci2i.pipeline.fingerprint).
+SINCE_ADDED = {"fingerprint": "omit_default"}
+
 #: Output strides each segmentation backbone supports (8 is the paper's DeepLab-v2).
 OUTPUT_STRIDES = {"vgg16": (8,), "efficientnet_lite0": (8, 16)}
 
@@ -123,9 +135,18 @@ class SegTrainConfig:
     # target), so self-training does not drift away from the small classes
     # (sci2i.train.class_prior; false = Eq. 12 as written).
     con_align: bool = False
+    # π of the alignment: "source" = the source labels' class shares (ReMixMatch); "start" =
+    # the teacher's own class shares on the target over its first 50 consistency batches, so
+    # alignment only stops the drift and does not import the source's class frequencies.
+    con_align_prior: str = field(default="source", metadata=SINCE_ADDED)
     # Per-pixel distance of L_FS,con: "mse" = Eq. 12 (squared distance of the two softmaxes);
     # "ce" (not in the paper) = cross-entropy of the student at the teacher's argmax class.
     con_loss: str = "mse"
+    # Optional, not in the paper: "classmix" pastes about half of the classes of a source crop
+    # onto each target crop before P, and the consistency target there is the source label
+    # (DACS; sci2i.train.class_mix), so the small classes stay in the target context;
+    # "none" = Eq. 12 as written.
+    con_mix: str = field(default="none", metadata=SINCE_ADDED)
     # Source images: weight of the supervised loss on x_s; 0 = no source (e.g. oracle).
     lambda_src: float = 1.0
     # Translated source images G(x_s) (phase c, Eq. 11): fraction of the source batch drawn

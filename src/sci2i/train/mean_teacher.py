@@ -11,7 +11,9 @@ F_T (teacher, EMA of F_S)          ``teacher``; :func:`~sci2i.train.ema.ema_upda
 x_s, y_s                           ``src`` batch (``cfg.data.source_root``)
 G(x_s), y_s                        ``translated`` batch (``cfg.seg.translated_root``)
 x_t                                ``trg`` batch (target train split, unlabelled)
-P(x_t)                             ``perturb(trg images)`` (:mod:`sci2i.train.perturb`)
+P(x_t)                             ``perturb(trg images)`` (:mod:`sci2i.train.perturb`); with
+                                   ``seg.con_mix=classmix`` P(x_mix), source classes pasted
+                                   onto x_t (:mod:`sci2i.train.class_mix`, not in the paper)
 L_FS (Eq. 10)                      ``total`` of :func:`mean_teacher_objective`
 L_FS,seg (Eq. 11)                  ``seg_src``: CE over x_s and G(x_s) together
 L_FS,con (Eq. 12)                  ``con``: :func:`~sci2i.losses.consistency.consistency_loss`
@@ -64,6 +66,7 @@ from sci2i.losses.consistency import (
 from sci2i.losses.segmentation import cross_entropy
 from sci2i.models.deeplab import DeepLabV2, build_deeplab
 from sci2i.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
+from sci2i.train.class_mix import class_mix_mask, mix_images, mix_teacher_logits, paired_source
 from sci2i.train.class_prior import ClassPrior
 from sci2i.train.ema import ema_update, make_ema, unwrap
 from sci2i.train.loop import (
@@ -210,7 +213,8 @@ class MeanTeacherTrainer:
         self.amp = AmpContext(perf, device)
         self.guard = NonFiniteGuard(cfg.run.max_nonfinite_steps, name="train-seg")
         self.perturb = Perturbation.from_config(cfg.seg)
-        self.class_prior = ClassPrior(self.student.num_classes, device) if cfg.seg.con_align else None
+        self.class_prior = (ClassPrior(self.student.num_classes, device, cfg.seg.con_align_prior)
+                            if cfg.seg.con_align else None)
         self.checkpoints = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
         self.step = 0
         self.streams: dict[str, SampleStream] = {}
@@ -278,10 +282,16 @@ class MeanTeacherTrainer:
         if src_parts:
             inputs.append(self._to_device(torch.cat([b["image"] for b in src_parts])))
             labels_src = self._to_device(torch.cat([b["label"] for b in src_parts]))
-        trg_images = trg_labels = None
+        trg_images = trg_labels = mix = None
         if trg is not None:
             trg_images = self._to_device(trg["image"])
-            inputs.append(self.perturb(trg_images))  # P(x_t): photometric, pixel-aligned
+            student_trg = trg_images
+            if s.con_mix == "classmix" and lam_con > 0 and src_parts:
+                # cross-domain ClassMix (sci2i.train.class_mix): paste source classes onto x_t
+                mix_images_src, mix_labels = paired_source(inputs[0], labels_src, trg_images.shape[0])
+                mix = (class_mix_mask(mix_labels, self.student.num_classes), mix_labels)
+                student_trg = mix_images(mix[0], mix_images_src, trg_images)
+            inputs.append(self.perturb(student_trg))  # P(x_t) (or P(x_mix)): photometric, pixel-aligned
             trg_labels = self._to_device(trg["label"]) if "label" in trg else None
         n_src = inputs[0].shape[0] if src_parts else 0
         if self.class_prior is not None and labels_src is not None:
@@ -295,6 +305,8 @@ class MeanTeacherTrainer:
                     teacher_logits = self.teacher_fwd(trg_images)  # F_T sees the clean x_t
                 if self.class_prior is not None:
                     teacher_logits = self.class_prior.align(teacher_logits)
+                if mix is not None:
+                    teacher_logits = mix_teacher_logits(mix[0], mix[1], teacher_logits)
         src_logits = logits[:n_src] if n_src else None
         trg_logits = logits[n_src:] if trg is not None else None
         total, parts = mean_teacher_objective(
