@@ -143,15 +143,18 @@ def _final_state(run: Path) -> dict:
     return load_state(ckpts[-1])
 
 
-@pytest.mark.parametrize("variant", ["eq12", "con_align", "con_mix"])
+@pytest.mark.parametrize("variant", ["eq12", "con_align", "con_mix", "eval_at_checkpoint"])
 def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, monkeypatch, variant):
     # phase (c)-like: translated mix alternating at batch 1, consistency from step 2 on;
     # with con_align the source class counts of steps 0-1 must survive the checkpoint; with
-    # con_mix the class draws of the resumed steps must equal the uninterrupted run's.
+    # con_mix the class draws of the resumed steps must equal the uninterrupted run's; with an
+    # evaluation at the checkpoint's step, the random numbers it draws (its data loader) must
+    # not make the uninterrupted run diverge from the resumed one.
     align = variant == "con_align"
     extra = [f"seg.translated_root={data / 'translated'}", "seg.batch_size=1", "seg.con_start=2",
              f"seg.con_align={str(align).lower()}",
-             f"seg.con_mix={'classmix' if variant == 'con_mix' else 'none'}"]
+             f"seg.con_mix={'classmix' if variant == 'con_mix' else 'none'}",
+             f"seg.eval_every={2 if variant == 'eval_at_checkpoint' else 0}"]
     import sci2i.train.mean_teacher as mt
 
     mixed_targets = []

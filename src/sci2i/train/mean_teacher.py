@@ -435,10 +435,13 @@ class MeanTeacherTrainer:
                 if stop.requested:
                     stopped = True
                     break
-                if self.step % cfg.run.checkpoint_every == 0 and self.step < total_steps:
+                saved = self.step % cfg.run.checkpoint_every == 0 and self.step < total_steps
+                if saved:
                     self.save_checkpoint()
                 if cfg.seg.eval_every > 0 and self.step % cfg.seg.eval_every == 0 and self.step < total_steps:
                     self.evaluate()
+                    if saved:  # again: the evaluation drew random numbers (its data loader's
+                        self.save_checkpoint()  # seed), and a resumed run must draw what follows
         if bar is not None:
             bar.close()
         for stream in self.streams.values():
@@ -452,6 +455,7 @@ class MeanTeacherTrainer:
             save_segmenter(self.teacher, weights, to_yaml(cfg))
             log.info("teacher weights: %s", weights)
         results = self.evaluate(final=True)
+        self.save_checkpoint()  # with the RNG state after the evaluation, for a run extended by --resume
         if is_main_process():
             (self.run.path / "eval.json").write_text((self.run.path / "eval" / "final.json").read_text())
         return {"stopped": False, "step": self.step, "run_dir": self.run.path, "weights": weights,
