@@ -115,6 +115,36 @@ def test_linear_probe_trains_only_the_classifier(tiny, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before.classifier.parameters(), after.classifier.parameters()))
 
 
+def test_probe_of_a_row_is_reused_only_for_the_same_weights_and_settings(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    import sci2i.probe as probe_mod
+    from sci2i.config import load_config
+
+    root, cfg_path = tiny
+    summary = json.loads((root / "run" / "summary.json").read_text())
+    row = tmp_path / "row"
+    row.mkdir()
+    (row / "summary.json").write_text(json.dumps(summary))
+    cfg = load_config(str(cfg_path), [f"data.source_root={root}/toy/source",
+                                      f"data.target_root={root}/toy/target", "probe.steps=2"])
+    probed = []
+    real = probe_mod.linear_probe
+    monkeypatch.setattr(probe_mod, "linear_probe", lambda w, *a, **k: probed.append(str(w)) or real(w, *a, **k))
+    first = probe_mod.probe_run(cfg, row, progress=False)
+    again = probe_mod.probe_run(cfg, row, progress=False)
+    assert again["mIoU19"] == first["mIoU19"] and len(probed) == 1  # cached, not probed again
+    # the row's run now ends in another model (e.g. the preset changed): probed again
+    other = tmp_path / "other_teacher.safetensors"
+    shutil.copy(summary["phases"][summary["final_phase"]]["weights"], other)
+    summary["phases"][summary["final_phase"]]["weights"] = str(other)
+    (row / "summary.json").write_text(json.dumps(summary))
+    assert probe_mod.probe_run(cfg, row, progress=False)["weights"] == str(other)
+    assert probed[-1] == str(other)
+    cfg.probe.steps = 3  # other probe settings: probed again
+    assert probe_mod.probe_run(cfg, row, progress=False)["steps"] == 3 and len(probed) == 3
+
+
 def test_gap_closed_matches_the_paper_arithmetic():
     assert gap_closed(59.0, 39.6, 68.0) == pytest.approx(0.683, abs=1e-3)
 

@@ -102,19 +102,29 @@ def linear_probe(weights: str | Path, cfg: Config, out_dir: str | Path, progress
                                  progress=progress, class_set=cfg.data.class_set)
     save_segmenter(model, out / "probe_classifier.safetensors")
     summary = {k: results[k] for k in ("per_class", "mIoU19", "mIoU16", "mIoU13") if k in results}
-    summary.update(weights=str(weights), steps=cfg.probe.steps, final_loss=float(loss.detach()))
+    summary.update(weights=str(weights), steps=cfg.probe.steps, probe=dataclasses.asdict(cfg.probe),
+                   final_loss=float(loss.detach()))
     (out / "probe.json").write_text(json.dumps(summary, indent=2))
     log.info("linear probe of %s: mIoU19 %.1f", weights, summary["mIoU19"])
     return summary
 
 
 def probe_run(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
-    """Probe the final model of a finished ``sci2i run`` directory (cached in ``run_dir/probe``)."""
+    """Probe the final model of a finished ``sci2i run`` directory (cached in ``run_dir/probe``).
+
+    The cached result is reused only if it probed the same weights (phase folders are named by
+    a content fingerprint, so the path identifies them) with the same probe settings; a row
+    directory whose run now ends in another model is probed again.
+    """
     out = Path(run_dir) / "probe"
-    if (out / "probe.json").is_file():
-        return json.loads((out / "probe.json").read_text())
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
     weights = summary["phases"][summary["final_phase"]]["weights"]
+    cached = out / "probe.json"
+    if cached.is_file():
+        previous = json.loads(cached.read_text())
+        if previous.get("weights") == str(weights) and previous.get("probe") == dataclasses.asdict(cfg.probe):
+            return previous
+        log.info("probe in %s is of other weights or settings; probing %s again", out, weights)
     from sci2i.pipeline.steps import ensure_toycity
 
     return linear_probe(weights, ensure_toycity(cfg), out, progress)
