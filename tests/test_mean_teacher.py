@@ -154,7 +154,8 @@ def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, monkeypatch,
     extra = [f"seg.translated_root={data / 'translated'}", "seg.batch_size=1", "seg.con_start=2",
              f"seg.con_align={str(align).lower()}",
              f"seg.con_mix={'classmix' if variant == 'con_mix' else 'none'}",
-             f"seg.eval_every={2 if variant == 'eval_at_checkpoint' else 0}"]
+             *(["seg.eval_every=2", "run.checkpoint_every=2", "run.keep_checkpoints=3"]
+               if variant == "eval_at_checkpoint" else [])]
     import sci2i.train.mean_teacher as mt
 
     mixed_targets = []
@@ -169,7 +170,11 @@ def test_checkpoint_resume_equals_uninterrupted_run(data, tmp_path, monkeypatch,
     monkeypatch.setattr(mt, "mix_teacher_logits", recording_mix)
     monkeypatch.setattr(mt, "mix_images", lambda *a: mixed_inputs.append(a[0]) or mt_mix_images(*a))
     full = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "full", progress=False)
-    train_segmentation(_cfg(data, "seg.steps=2", *extra), tmp_path / "split", progress=False)
+    if variant == "eval_at_checkpoint":  # interrupted after the mid-run checkpoint of step 2
+        train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "split", progress=False)
+        (tmp_path / "split" / "checkpoints" / "step_00000004.pt").unlink()
+    else:
+        train_segmentation(_cfg(data, "seg.steps=2", *extra), tmp_path / "split", progress=False)
     resumed = train_segmentation(_cfg(data, "seg.steps=4", *extra), tmp_path / "split", resume=True, progress=False)
     assert full["step"] == resumed["step"] == 4
     a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "split")

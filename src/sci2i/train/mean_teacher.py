@@ -455,7 +455,6 @@ class MeanTeacherTrainer:
             save_segmenter(self.teacher, weights, to_yaml(cfg))
             log.info("teacher weights: %s", weights)
         results = self.evaluate(final=True)
-        self.save_checkpoint()  # with the RNG state after the evaluation, for a run extended by --resume
         if is_main_process():
             (self.run.path / "eval.json").write_text((self.run.path / "eval" / "final.json").read_text())
         return {"stopped": False, "step": self.step, "run_dir": self.run.path, "weights": weights,
