@@ -75,3 +75,13 @@ def test_start_prior_keeps_the_teachers_initial_target_shares():
     assert torch.equal(restored.align(drifted), cp.align(drifted))
     legacy = ClassPrior(2)
     legacy.load_state_dict({k: v for k, v in state.items() if k != "start_sum"})  # older checkpoints
+
+
+def test_unknown_align_prior_is_a_config_error():
+    import pytest
+
+    from sci2i.config import ConfigError, load_config
+
+    assert load_config(None, ["seg.con_align_prior=start"]).seg.con_align_prior == "start"
+    with pytest.raises(ConfigError, match="seg.con_align_prior"):
+        load_config(None, ["seg.con_align_prior=target"])

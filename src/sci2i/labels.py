@@ -26,6 +26,16 @@ TRAIN_ID_TO_LABEL_ID: tuple[int, ...] = tuple(l.id for l in _TRAIN_LABELS)
 
 assert len(CLASS_NAMES) == NUM_CLASSES, "cityscapesscripts changed its train classes"
 
+
+def class_index_with_extra_bin(train_ids, num_classes: int):
+    """A torch tensor of trainIds with every non-class id (255, negatives) set to ``num_classes``.
+
+    The extra index is a bin that per-class counts (``index_add_``) or lookups (``gather``) drop;
+    unlike boolean indexing it keeps the shape, so a GPU needs no host synchronisation.
+    """
+    ids = train_ids.long()
+    return ids.where((ids >= 0) & (ids < num_classes), num_classes)
+
 #: The 16 classes SYNTHIA shares with Cityscapes (mIoU16): no terrain, truck, train.
 SYNTHIA16_TRAIN_IDS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
 #: mIoU13: mIoU16 without wall, fence and pole.

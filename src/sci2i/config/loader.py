@@ -175,6 +175,9 @@ _CHOICES = {
     "perf.amp": ("auto", "off", "bf16", "fp16"),
     "pipeline.final_init": ("imagenet", "warmup"),
     "pipeline.translate_z": ("fixed", "sample"),
+    "seg.con_loss": CON_LOSSES,
+    "seg.con_mix": CON_MIXES,
+    "seg.con_align_prior": ALIGN_PRIORS,
 }
 
 
@@ -232,15 +235,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "'generator.channels' needs 4 positive widths: the stem and the three stride-2 stages"
         )
-    if cfg.seg.con_loss not in CON_LOSSES:
-        raise ConfigError(f"'seg.con_loss' must be one of {', '.join(CON_LOSSES)} ('mse' = Eq. 12); "
-                          f"got {cfg.seg.con_loss!r}")
-    if cfg.seg.con_mix not in CON_MIXES:
-        raise ConfigError(f"'seg.con_mix' must be one of {', '.join(CON_MIXES)} ('none' = Eq. 12); "
-                          f"got {cfg.seg.con_mix!r}")
-    if cfg.seg.con_align_prior not in ALIGN_PRIORS:
-        raise ConfigError(f"'seg.con_align_prior' must be one of {', '.join(ALIGN_PRIORS)}; "
-                          f"got {cfg.seg.con_align_prior!r}")
     if not 0.0 <= cfg.seg.con_threshold < 1.0:
         raise ConfigError(f"'seg.con_threshold' must be in [0, 1); got {cfg.seg.con_threshold}")
     strides = OUTPUT_STRIDES.get(cfg.model.backbone, (8,))

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from sci2i.labels import class_index_with_extra_bin
+
 #: Logit of the classes other than the label in a label-as-logits map: exp(-1e4) is 0 in
 #: every float type, and -1e4 is finite in float16 (no inf - inf in a softmax).
 LABEL_LOGIT_OFF = -1.0e4
@@ -43,8 +45,7 @@ def class_mix_mask(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     n = labels.shape[0]
     chosen = torch.rand(n, num_classes + 1, device=labels.device) < 0.5
     chosen[:, num_classes] = False  # the bin of ignored pixels
-    flat = labels.reshape(n, -1).long()
-    idx = torch.where((flat >= 0) & (flat < num_classes), flat, num_classes)
+    idx = class_index_with_extra_bin(labels.reshape(n, -1), num_classes)
     return chosen.gather(1, idx).view_as(labels)
 
 

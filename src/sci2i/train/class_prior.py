@@ -33,10 +33,18 @@ from __future__ import annotations
 import torch
 
 from sci2i.config.schema import ALIGN_PRIORS
+from sci2i.labels import class_index_with_extra_bin
 
 MOMENTUM = 0.99  # p̃: a mean over the last ~100 target batches, as ReMixMatch's 128
 EPS = 1e-6       # floors of π and p̃ (classes absent from the source, unseen classes)
 START_BATCHES = 50  # prior="start": π = the teacher's mean target distribution over these
+
+
+def _shares(totals: torch.Tensor) -> torch.Tensor:
+    """``totals`` normalised to sum to 1 (uniform while they are all 0), as float32."""
+    total = totals.sum()
+    uniform = torch.full_like(totals, 1.0 / totals.numel())
+    return torch.where(total > 0, totals / total.clamp(min=1e-12), uniform).float()
 
 
 class ClassPrior:
@@ -54,27 +62,22 @@ class ClassPrior:
 
     def observe_source(self, labels: torch.Tensor) -> None:
         """Add the (N, H, W) trainId labels of a source batch to π's counts."""
-        flat = labels.flatten().long()
-        # ignored pixels (255, or any id outside the classes) go to an extra bin that is dropped; no boolean indexing, no
-        # bincount (both need the host to know a size), so no sync on a GPU
-        idx = torch.where((flat >= 0) & (flat < self.num_classes), flat, self.num_classes)
-        counts = torch.zeros(self.num_classes + 1, dtype=self.source_counts.dtype, device=flat.device)
+        # ignored pixels go to an extra bin that is dropped; no boolean indexing, no bincount
+        # (both need the host to know a size), so no sync on a GPU
+        idx = class_index_with_extra_bin(labels.flatten(), self.num_classes)
+        counts = torch.zeros(self.num_classes + 1, dtype=self.source_counts.dtype, device=idx.device)
         counts.index_add_(0, idx, torch.ones_like(idx, dtype=counts.dtype))
         self.source_counts += counts[: self.num_classes].to(self.source_counts.device)
 
     @property
     def source_prior(self) -> torch.Tensor:
         """π: the source class distribution seen so far (uniform before any label)."""
-        total = self.source_counts.sum()
-        uniform = torch.full_like(self.source_counts, 1.0 / self.num_classes)
-        return torch.where(total > 0, self.source_counts / total.clamp(min=1), uniform).float()
+        return _shares(self.source_counts)
 
     @property
     def start_prior(self) -> torch.Tensor:
         """π for ``prior="start"``: the teacher's mean target distribution of its first batches."""
-        total = self.start_sum.sum()
-        uniform = torch.full_like(self.start_sum, 1.0 / self.num_classes)
-        return torch.where(total > 0, self.start_sum / total.clamp(min=1e-12), uniform).float()
+        return _shares(self.start_sum)
 
     def align(self, teacher_logits: torch.Tensor) -> torch.Tensor:
         """``teacher_logits + log π − log p̃`` after updating p̃ with this batch's teacher."""
@@ -98,8 +101,7 @@ class ClassPrior:
 
     def load_state_dict(self, state: dict) -> None:
         # checkpoints written before prior="start" existed have no start_sum (it stays 0)
-        for k in ("source_counts", "teacher_mean", "teacher_batches", "start_sum"):
-            if k not in state and k == "start_sum":
-                continue
+        keys = ("source_counts", "teacher_mean", "teacher_batches") + (("start_sum",) if "start_sum" in state else ())
+        for k in keys:
             current = getattr(self, k)
             setattr(self, k, state[k].to(device=current.device, dtype=current.dtype))
