@@ -85,3 +85,24 @@ def test_unknown_align_prior_is_a_config_error():
     assert load_config(None, ["seg.con_align_prior=start"]).seg.con_align_prior == "start"
     with pytest.raises(ConfigError, match="seg.con_align_prior"):
         load_config(None, ["seg.con_align_prior=target"])
+
+
+def test_final_phase_alignment_prior_applies_only_with_a_consistency_loss():
+    import pytest
+
+    from sci2i.config import ConfigError, load_config
+    from sci2i.pipeline.runner import final_config, warmup_config
+
+    cfg = load_config(None, ["seg.lambda_con=1", "seg.con_align=true",
+                             "pipeline.final_con_align_prior=start"])
+    assert final_config(cfg, "tr").seg.con_align_prior == "start"
+    assert warmup_config(cfg).seg.con_align_prior == "source"  # phase (a) keeps seg's
+    # +I2I (no consistency in phase c): the prior would act on nothing, so the phase config,
+    # and with it the cached phase, is the one of a run without the option
+    no_con = load_config(None, ["seg.lambda_con=1", "seg.con_align=true",
+                                "pipeline.final_con_align_prior=start", "pipeline.final_lambda_con=0"])
+    plain = load_config(None, ["seg.lambda_con=1", "seg.con_align=true", "pipeline.final_lambda_con=0"])
+    assert final_config(no_con, "tr").seg == final_config(plain, "tr").seg
+    assert final_config(load_config(None, ["seg.lambda_con=1"]), "tr").seg.con_align_prior == "source"
+    with pytest.raises(ConfigError, match="pipeline.final_con_align_prior.*null, source, start"):
+        load_config(None, ["pipeline.final_con_align_prior=target"])

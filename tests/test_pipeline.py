@@ -234,3 +234,27 @@ def test_seeds_option_is_parsed_and_needs_an_experiment(capsys):
         _seed_list("1,1")
     assert cli(["run", "toycity", "--seeds", "0,1", "seg.steps=3"]) != 0
     assert "--seeds needs --experiment" in capsys.readouterr().err
+
+
+def test_final_phase_can_start_from_the_source_only_warm_up(tiny):
+    """``final_init_ssl=false`` (Table 4's +I2I): phase (c) starts from the warm-up without
+    consistency, which is the source-only row's phase, while the pseudo labels still come from M0."""
+    root, cfg = tiny
+    out = root / "run_so"
+    row = ["pipeline.final_init=warmup", "pipeline.final_lambda_con=0", "pipeline.final_init_ssl=false"]
+    assert cli(["run", str(cfg), f"run.out_dir={out}", *row]) == 0
+    warmups = {json.loads((d / "DONE.json").read_text())["weights"]: yaml.safe_load((d / "config.yaml").read_text())
+               for d in (out / "phases").glob("warmup-*")}
+    assert len(warmups) == 2
+    source_only = next(w for w, c in warmups.items() if c["seg"]["lambda_con"] == 0)
+    m0 = next(w for w, c in warmups.items() if c["seg"]["lambda_con"] > 0)
+    final = next((out / "phases").glob("final-*"))
+    assert f"student initialised from {source_only}" in (final / "log.txt").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["phases"]["warmup"]["weights"] == m0
+    assert summary["phases"]["warmup_source_only"]["weights"] == source_only
+    assert "source-only warm-up" in (out / "report.md").read_text()
+    # the source-only row (Table 4) finds that warm-up complete instead of training it again
+    done = {d: (d / "DONE.json").stat().st_mtime_ns for d in (out / "phases").glob("warmup-*")}
+    assert cli(["run", str(cfg), f"run.out_dir={out}", "pipeline.i2i=false", "pipeline.warmup_lambda_con=0"]) == 0
+    assert {d: (d / "DONE.json").stat().st_mtime_ns for d in (out / "phases").glob("warmup-*")} == done

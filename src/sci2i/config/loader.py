@@ -178,6 +178,7 @@ _CHOICES = {
     "seg.con_loss": CON_LOSSES,
     "seg.con_mix": CON_MIXES,
     "seg.con_align_prior": ALIGN_PRIORS,
+    "pipeline.final_con_align_prior": (None, *ALIGN_PRIORS),
 }
 
 
@@ -193,7 +194,8 @@ def validate(cfg: Config) -> None:
     for key, choices in _CHOICES.items():
         v = _get(cfg, key)
         if v not in choices:
-            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}; got '{v}'")
+            names = ", ".join("null" if c is None else c for c in choices)
+            raise ConfigError(f"'{key}' must be one of {names}; got '{v}'")
     nonneg = [
         "seg.lambda_con", "seg.lambda_src", "seg.lambda_trg_sup", "seg.con_start", "seg.steps",
         "i2i.lambda_pl", "i2i.lambda_cgan", "i2i.lambda_gseg", "i2i.lambda_id", "i2i.steps",

@@ -261,8 +261,19 @@ class PipelineConfig:
     # λ_con of the warm-up (a) and final (c) phases; 0 = no self-training in that phase.
     warmup_lambda_con: Optional[float] = None
     final_lambda_con: Optional[float] = None
+    # Alignment prior of phase (c)'s consistency (seg.con_align_prior; null = the same). Phase
+    # (c) continues from M0, whose teacher already predicts the target's class shares better
+    # than the source's shares describe them, so "start" keeps those (docs/RESULTS.md, Table 4).
+    # Applied only when phase (c) has a consistency loss: without one the prior acts on
+    # nothing, and the phase stays shared with runs that differ only in it (the +I2I row).
+    final_con_align_prior: Optional[str] = field(default=None, metadata=SINCE_ADDED)
     # Phase (c) starts from "imagenet" (a fresh model, as M0 did) or "warmup" (M0's teacher).
     final_init: str = "imagenet"
+    # With final_init=warmup: whether phase (c) continues from M0 (the warm-up with its
+    # consistency loss, true) or from the same warm-up trained without it (the source-only
+    # model, false; the pseudo labels still come from M0). False keeps SSL out of M1's whole
+    # training: Table 4's "+I2I" row, which the paper trains without SSL.
+    final_init_ssl: bool = field(default=True, metadata=SINCE_ADDED)
     # Steps of each segmentation phase (null = seg.steps).
     warmup_steps: Optional[int] = None
     final_steps: Optional[int] = None

@@ -94,11 +94,11 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
     class_set = cfg.data.class_set
     metrics = headline_metrics(class_set)
     phases = summary["phases"]
-    evals: dict[str, dict] = {}
-    if phases.get("warmup", {}).get("eval"):
-        evals["warm-up M0 (phase a)"] = phases["warmup"]["eval"]
-    if phases.get("final", {}).get("eval"):
-        evals["final M1 (phase c)"] = phases["final"]["eval"]
+    labels = {"warmup": "warm-up M0 (phase a)",
+              "warmup_source_only": "source-only warm-up (phase c's start)",  # final_init_ssl=false
+              "final": "final M1 (phase c)"}
+    evals = {labels[k]: phases[k]["eval"] for k in labels if phases.get(k, {}).get("eval")}
+    minutes = {labels[k]: phases[k].get("seconds", float("nan")) / 60 for k in labels if k in phases}
 
     lines = [f"# sci2i report: {cfg.name}", ""]
     lines += [f"- code revision: `{git_revision()}`", f"- configuration: `config.yaml`",
@@ -109,11 +109,9 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
     head = "| model | " + " | ".join(metrics) + " | time (min) |"
     lines += [head, "|" + "---|" * (len(metrics) + 2)]
     for name, ev in evals.items():
-        key = "warmup" if name.startswith("warm") else "final"
-        minutes = phases.get(key, {}).get("seconds", float("nan")) / 60
-        lines.append(f"| {name} | " + " | ".join(_fmt(ev.get(m)) for m in metrics) + f" | {_fmt(minutes)} |")
-    if len(evals) == 2:
-        (a, ea), (b, eb) = evals.items()
+        lines.append(f"| {name} | " + " | ".join(_fmt(ev.get(m)) for m in metrics) + f" | {_fmt(minutes[name])} |")
+    ea, eb = evals.get(labels["warmup"]), evals.get(labels["final"])
+    if ea and eb:
         deltas = ", ".join(f"{m} {eb[m] - ea[m]:+.1f}" for m in metrics if m in ea and m in eb)
         lines += ["", f"Final vs warm-up: {deltas} points."]
     if class_set == "cityscapes19" and "toycity" not in cfg.name:

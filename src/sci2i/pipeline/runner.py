@@ -79,14 +79,15 @@ def warmup_config(cfg: Config) -> Config:
 def final_config(cfg: Config, translated_root: str) -> Config:
     """Phase (c): source and G(x_s) 50/50 (Eq. 11) + consistency."""
     p = cfg.pipeline
-    return _replace(
-        cfg,
-        seg=dict(
-            steps=p.final_steps if p.final_steps is not None else cfg.seg.steps,
-            lambda_con=p.final_lambda_con if p.final_lambda_con is not None else cfg.seg.lambda_con,
-            translated_root=translated_root,
-        ),
+    lambda_con = p.final_lambda_con if p.final_lambda_con is not None else cfg.seg.lambda_con
+    seg: dict[str, Any] = dict(
+        steps=p.final_steps if p.final_steps is not None else cfg.seg.steps,
+        lambda_con=lambda_con,
+        translated_root=translated_root,
     )
+    if p.final_con_align_prior is not None and lambda_con > 0:
+        seg["con_align_prior"] = p.final_con_align_prior
+    return _replace(cfg, seg=seg)
 
 
 class Pipeline:
@@ -171,11 +172,20 @@ class Pipeline:
         tr = self._phase("translate", tr_fp,
                          lambda d: steps.translate_source(i2i["generator"], cfg, d))
 
-        # (c) final segmentation: M1
+        # (c) final segmentation: M1, from ImageNet weights, M0, or the source-only warm-up
         fcfg = final_config(cfg, tr["root"])
-        init = warm["weights"] if cfg.pipeline.final_init == "warmup" else ""
+        init, init_fp = "", ""
+        if cfg.pipeline.final_init == "warmup":
+            init, init_fp = warm["weights"], warm_fp
+            if not cfg.pipeline.final_init_ssl and wcfg.seg.lambda_con > 0:
+                scfg = _replace(wcfg, seg=dict(lambda_con=0.0))  # = Table 4's "source only" warm-up
+                init_fp = fingerprint(data_fp, scfg.model, scfg.seg)
+                src_only = self._phase("warmup", init_fp, lambda d: steps.train_segmentation(scfg, d),
+                                       all_ranks=True)
+                self._record("warmup_source_only", src_only)
+                init = src_only["weights"]
         final_fp = fingerprint(data_fp, tr_fp, fcfg.model, dataclasses.replace(fcfg.seg, translated_root=""),
-                               cfg.pipeline.final_init, warm_fp if init else "")
+                               cfg.pipeline.final_init, init_fp)
         final = self._phase("final", final_fp, lambda d: steps.train_segmentation(fcfg, d, init_weights=init),
                             all_ranks=True)
         self._record("final", final)
