@@ -261,9 +261,10 @@ class PipelineConfig:
     # λ_con of the warm-up (a) and final (c) phases; 0 = no self-training in that phase.
     warmup_lambda_con: Optional[float] = None
     final_lambda_con: Optional[float] = None
-    # Alignment prior of phase (c)'s consistency (seg.con_align_prior; null = the same). Phase
-    # (c) continues from M0, whose teacher already predicts the target's class shares better
-    # than the source's shares describe them, so "start" keeps those (docs/RESULTS.md, Table 4).
+    # Alignment prior of phase (c)'s consistency (seg.con_align_prior; null = the same). When
+    # phase (c) continues from M0, its teacher already predicts the target's class shares
+    # better than the source's shares describe them, so "start" keeps those (toycity:
+    # docs/RESULTS.md, Table 4).
     # Applied only when phase (c) has a consistency loss: without one the prior acts on
     # nothing, and the phase stays shared with runs that differ only in it (the +I2I row).
     final_con_align_prior: Optional[str] = field(default=None, metadata=SINCE_ADDED)
