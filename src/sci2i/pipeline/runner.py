@@ -145,8 +145,7 @@ class Pipeline:
 
         # (a) warm-up: M0
         wcfg = warmup_config(cfg)
-        warm_fp = fingerprint(data_fp, wcfg.model, wcfg.seg)
-        warm = self._phase("warmup", warm_fp, lambda d: steps.train_segmentation(wcfg, d), all_ranks=True)
+        warm, warm_fp = self._warmup(wcfg, data_fp)
         self._record("warmup", warm)
         if not cfg.pipeline.i2i:
             return self._finish(final=warm, final_name="warmup")
@@ -178,10 +177,9 @@ class Pipeline:
         if cfg.pipeline.final_init == "warmup":
             init, init_fp = warm["weights"], warm_fp
             if not cfg.pipeline.final_init_ssl and wcfg.seg.lambda_con > 0:
-                scfg = _replace(wcfg, seg=dict(lambda_con=0.0))  # = Table 4's "source only" warm-up
-                init_fp = fingerprint(data_fp, scfg.model, scfg.seg)
-                src_only = self._phase("warmup", init_fp, lambda d: steps.train_segmentation(scfg, d),
-                                       all_ranks=True)
+                # the warm-up of Table 4's "source only" row (the same phase, shared via the cache)
+                src_only, init_fp = self._warmup(
+                    warmup_config(_replace(cfg, pipeline=dict(warmup_lambda_con=0.0))), data_fp)
                 self._record("warmup_source_only", src_only)
                 init = src_only["weights"]
         final_fp = fingerprint(data_fp, tr_fp, fcfg.model, dataclasses.replace(fcfg.seg, translated_root=""),
@@ -190,6 +188,11 @@ class Pipeline:
                             all_ranks=True)
         self._record("final", final)
         return self._finish(final=final, final_name="final", translate=tr)
+
+    def _warmup(self, wcfg: Config, data_fp: str) -> tuple[dict, str]:
+        """A warm-up phase (a) for ``wcfg`` (run or found in the cache): its outputs and fingerprint."""
+        fp = fingerprint(data_fp, wcfg.model, wcfg.seg)
+        return self._phase("warmup", fp, lambda d: steps.train_segmentation(wcfg, d), all_ranks=True), fp
 
     def _record(self, name: str, outputs: dict) -> None:
         self.results[name] = outputs
