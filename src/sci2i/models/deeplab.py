@@ -20,7 +20,8 @@ Learning rates: :meth:`DeepLabV2.param_groups` gives the backbone ``lr`` and the
 initialised head ``head_lr_mult · lr`` (DeepLab's classic ×10). Each group carries its
 ``lr_mult`` so that a schedule can set ``group["lr"] = lr(step) · group["lr_mult"]``.
 
-BatchNorm (EfficientNet only; VGG16 has none): with ``freeze_bn=True`` (default) every
+BatchNorm (ResNet-101: always frozen, statistics *and* affine, as DeepLab-v2 trains it —
+:mod:`sci2i.models.resnet`). EfficientNet (VGG16 has none): with ``freeze_bn=True`` (default) every
 BatchNorm of the backbone stays in eval mode, using the ImageNet running statistics, while its
 affine scale and shift still train. This is the usual DeepLab fine-tuning choice at batch size
 1-2, where batch statistics are noise, and it makes one concatenated forward of
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sci2i.models.backbones import build_backbone
+from sci2i.models.resnet import load_pretrained_classifier
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -75,13 +77,17 @@ class DeepLabV2(nn.Module):
         aspp_rates: Sequence[int] = (6, 12, 18, 24),
         freeze_bn: bool = True,
         output_stride: int = 8,
+        backbone_variant: str = "",
     ) -> None:
         super().__init__()
         self.backbone_name = backbone_name
         self.num_classes = num_classes
         self.freeze_bn = freeze_bn
-        self.backbone = build_backbone(backbone_name, weights, output_stride)
+        self.backbone = build_backbone(backbone_name, weights, output_stride, backbone_variant)
         self.classifier = ASPP(self.backbone.out_channels, num_classes, aspp_rates)
+        if self.backbone.pretrained_classifier:  # ResNet-101's DeepLab layer5, if its shapes fit
+            load_pretrained_classifier(self.classifier, self.backbone.pretrained_classifier, weights)
+            self.backbone.pretrained_classifier = {}
         self.train()
 
     @property
