@@ -12,6 +12,7 @@ from fixtures import corrupt, write_cityscapes, write_gta5, write_image_folder, 
 from sci2i.config.schema import DataConfig
 from sci2i.data import build as B
 from sci2i.data import GTA5Dataset, SkipBadSamples, pseudo_label_path
+from sci2i.data.datasets import image_stem
 from sci2i.errors import DataError
 
 
@@ -77,7 +78,7 @@ def test_bad_files_are_skipped_counted_and_reported(tmp_path, caplog):
     assert all(b["image"].shape[0] == 3 for b in batches)
     seen = {n for b in batches for n in b["name"]}
     assert "images/00003.png" not in seen and "images/00005.png" not in seen
-    msgs = [r.getMessage() for r in caplog.records if "bad training sample" in r.getMessage()]
+    msgs = [r.getMessage() for r in caplog.records if "skipping a bad file" in r.getMessage()]
     assert len(msgs) == 2  # each bad file reported once, however often it is met
     assert any("00003.png" in m for m in msgs) and any("00005.png" in m for m in msgs)
 
@@ -123,16 +124,22 @@ def test_build_target_with_extra_dirs_and_pseudo_labels(tmp_path):
     cfg = _cfg(target_root=str(tmp_path / "cs"),
                target_extra_dirs=[str(w["sequence"].root), str(extra.root)])
     unl = B.build_target_dataset(cfg, "train", with_labels=False, train=True)
-    assert len(unl) == 2 + 6 + 1 and "label" not in unl[5]
-    assert unl.names[:3] == w["train"].names + w["sequence"].names[:1] and unl.names[-1] == "x/1.png"
+    # the I2I target set holds each frame once: the train images are frame 19 of their
+    # sequence snippets, so they are read from the sequence folder only (2 + 6 + 1 - 2)
+    assert len(unl) == 6 + 1 and "label" not in unl[5]
+    assert unl.names == w["sequence"].names + ["x/1.png"]
+    frames = [image_stem(n) for n in unl.names]
+    assert len(set(frames)) == len(frames) and {image_stem(n) for n in w["train"].names} <= set(frames)
     assert len(B.build_target_dataset(cfg, "val", with_labels=False, train=False)) == 2
     assert len(B.build_target_dataset(cfg, "train", with_labels=True, train=False)) == 2
-    for name in w["train"].names:
+    # pseudo labels pair with the same set (the writer labels what the I2I trainer reads)
+    for k, name in enumerate(unl.names):
         p = pseudo_label_path(tmp_path / "pl", name)
         p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((32, 64), 5, np.uint8)).save(p)
+        Image.fromarray(np.full((32, 64), k, np.uint8)).save(p)
     pl = B.build_target_dataset(cfg, "train", with_labels=True, train=False, label_dir=tmp_path / "pl")
-    assert (pl[0]["label"] == 5).all() and pl[0]["label"].shape == (32, 64)
+    assert pl.names == unl.names
+    assert (pl[0]["label"] == 0).all() and (pl[6]["label"] == 6).all() and pl[0]["label"].shape == (32, 64)
     val = B.build_target_dataset(cfg, "val", with_labels=True, train=False)
     np.testing.assert_array_equal(val[1]["label"].numpy(), w["val"].train_ids[1])
 

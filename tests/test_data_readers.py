@@ -103,7 +103,7 @@ def test_pseudo_label_path_naming():
     assert pseudo_label_path("pl", "images/00001.png") == Path("pl/images/00001.png")
 
 
-def test_cityscapes_with_pseudo_label_dir(tmp_path):
+def test_cityscapes_with_pseudo_label_dir(tmp_path, caplog):
     w = write_cityscapes(tmp_path / "cs", splits=("train",), n_per_split=2)
     rng = np.random.default_rng(0)
     expected = []
@@ -119,9 +119,12 @@ def test_cityscapes_with_pseudo_label_dir(tmp_path):
     ds = CityscapesDataset(tmp_path / "cs", "train", label_dir=tmp_path / "pl")
     for i, pl in enumerate(expected):
         np.testing.assert_array_equal(ds[i]["label"].numpy(), pl)
+    # an image without a pseudo label (the writer skipped it as unreadable) is left out, named
     pseudo_label_path(tmp_path / "pl", w["train"].names[1]).unlink()
-    with pytest.raises(DataError, match="missing"):
-        CityscapesDataset(tmp_path / "cs", "train", label_dir=tmp_path / "pl")
+    with caplog.at_level(logging.WARNING, logger="sci2i"):
+        ds = CityscapesDataset(tmp_path / "cs", "train", label_dir=tmp_path / "pl")
+    assert ds.names == [w["train"].names[0]]
+    assert "1 images have no pseudo label" in caplog.text and w["train"].names[1] in caplog.text
 
 
 def test_image_folder_is_recursive_and_sorted(tmp_path):

@@ -26,8 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from sci2i.data.datasets import SegmentationDataset, pseudo_label_path, to_tensors
+from sci2i.data.build import worker_init
+from sci2i.data.datasets import pseudo_label_path, to_tensors
+from sci2i.data.robust import BadFileLedger
 from sci2i.data.transforms import EvalTransform
+from sci2i.errors import DataError
 from sci2i.models.deeplab import DeepLabV2
 from sci2i.models.input_norm import InputNorm
 from sci2i.utils.checkpoint import (
@@ -38,6 +41,7 @@ from sci2i.utils.checkpoint import (
     load_weights,
     save_weights,
 )
+from sci2i.utils.runtime import loader_workers
 
 log = logging.getLogger("sci2i")
 
@@ -47,20 +51,25 @@ WEIGHTS_NAME = "teacher.safetensors"
 
 def model_meta(model: DeepLabV2) -> dict:
     """What is needed to rebuild ``model`` without its pretrained weights."""
-    return {
+    meta = {
         "arch": "deeplabv2",
         "backbone": model.backbone_name,
         "num_classes": model.num_classes,
         "aspp_rates": list(model.classifier.rates),
         "input_norm": model.input_norm,
         "output_stride": model.backbone.stride,
+        "head": model.head_name,
     }
+    if model.backbone.variant:  # ResNet-101: stride placement of its weights' layout
+        meta["backbone_variant"] = model.backbone.variant
+    return meta
 
 
 def build_from_meta(meta: dict) -> DeepLabV2:
     model = DeepLabV2(meta["backbone"], "", num_classes=int(meta["num_classes"]),
                       aspp_rates=tuple(meta["aspp_rates"]), freeze_bn=True,
-                      output_stride=int(meta.get("output_stride", 8)))
+                      head=meta.get("head", "aspp"), output_stride=int(meta.get("output_stride", 8)),
+                      backbone_variant=meta.get("backbone_variant", ""))
     model.backbone.norm = InputNorm(meta["input_norm"])
     return model
 
@@ -131,9 +140,13 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, amp_dtype: Opti
 
 
 class _FullSizeItems(Dataset):
-    """Images rescaled to ``long_side`` for the network, with their original size and name."""
+    """Images rescaled to ``long_side`` for the network, with their original size and name.
 
-    def __init__(self, dataset: SegmentationDataset, long_side: int) -> None:
+    Reads any dataset of the reader interface (sci2i.data.datasets), a concatenation included;
+    an unreadable image yields ``{"name", "error"}`` instead, for the writer to report and skip.
+    """
+
+    def __init__(self, dataset: Dataset, long_side: int) -> None:
         self.dataset = dataset
         self.transform = EvalTransform(long_side)
 
@@ -141,11 +154,14 @@ class _FullSizeItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        image, _ = self.dataset.read(index)
+        name = self.dataset.name(index)
+        try:
+            image, _ = self.dataset.read(index)
+        except DataError as e:
+            return {"name": name, "error": str(e)}
         small, _ = self.transform(image)
         tensor, _ = to_tensors(small, None)
-        return {"image": tensor, "name": self.dataset.samples[index][2],
-                "size": torch.tensor(image.shape[:2])}
+        return {"image": tensor, "name": name, "size": torch.tensor(image.shape[:2])}
 
 
 def confidence_path(label_dir: str | Path, name: str) -> Path:
@@ -157,7 +173,7 @@ def confidence_path(label_dir: str | Path, name: str) -> Path:
 @torch.no_grad()
 def write_pseudo_labels(
     model: torch.nn.Module,
-    dataset: SegmentationDataset,
+    dataset: Dataset,
     out_dir: str | Path,
     device: torch.device | str,
     long_side: int,
@@ -165,15 +181,21 @@ def write_pseudo_labels(
     num_workers: int = 0,
     amp_dtype: Optional[torch.dtype] = None,
     progress: bool = True,
+    max_bad_files: int = 20,
 ) -> int:
     """ŷ_t = argmax F_T(x_t) for every image of ``dataset`` as trainId PNGs; returns the count.
 
     The network sees the image rescaled to ``long_side`` (as in evaluation); its logits are
-    upsampled bilinearly to the original image size before the argmax.
+    upsampled bilinearly to the original image size before the argmax. Unreadable images are
+    named in the log, counted against ``max_bad_files`` and get no pseudo label, so the I2I
+    phase leaves them out (:func:`sci2i.data.datasets.with_pseudo_labels`).
     """
     device = torch.device(device)
     out_dir = Path(out_dir)
-    loader = DataLoader(_FullSizeItems(dataset, long_side), batch_size=1, num_workers=num_workers)
+    ledger = BadFileLedger(max_bad_files)
+    workers = loader_workers(num_workers)
+    loader = DataLoader(_FullSizeItems(dataset, long_side), batch_size=1, num_workers=workers,
+                        worker_init_fn=worker_init if workers > 0 else None)
     items = loader
     if progress:
         from tqdm import tqdm
@@ -181,6 +203,9 @@ def write_pseudo_labels(
         items = tqdm(loader, total=len(dataset), desc="pseudo-label", leave=False)
     n = 0
     for item in items:
+        if "error" in item:
+            ledger.report(item["error"][0])
+            continue
         logits = predict_logits(model, item["image"].to(device), amp_dtype)
         h, w = (int(v) for v in item["size"][0])
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)

@@ -3,7 +3,7 @@
 * :func:`load_generator` rebuilds G from ``generator_ema.safetensors`` and the
   ``generator.yaml`` beside it (or from a run directory holding both).
 * :func:`translate_dataset` translates a plain image folder (``fmt="folder"``), or a GTA5 /
-  SYNTHIA root keeping its layout (``images/`` + ``labels/``; ``RGB/`` + ``GT/LABELS/``), so
+  SYNTHIA root keeping its layout, through the reader training uses (the same skip list) (``images/`` + ``labels/``; ``RGB/`` + ``GT/LABELS/``), so
   the output is itself a source dataset that
   :func:`sci2i.data.build.build_translated_dataset` and :class:`~sci2i.data.GTA5Dataset`
   read. Labels are hard-linked (copied where linking fails); when ``long_side`` changes the
@@ -37,9 +37,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from sci2i.config.schema import GeneratorConfig
-from sci2i.data.io import list_images, read_rgb
+from sci2i.data.build import source_reader
+from sci2i.data.robust import BadFileLedger
 from sci2i.data.transforms import resize_image, scaled_size
-from sci2i.errors import UserError
+from sci2i.errors import DataError, UserError
 from sci2i.models.generator import Generator
 from sci2i.utils.checkpoint import load_state_dict_strict, load_weights
 
@@ -123,11 +124,16 @@ def translate_dataset(
     device: torch.device | str = "cpu",
     max_images: int = 0,
     progress: bool = True,
+    max_bad_files: int = 20,
 ) -> dict:
-    """Translate every image of ``input_dir`` into ``output_dir`` (see module docstring).
+    """Translate every sample of the ``fmt`` reader of ``input_dir`` into ``output_dir``.
 
-    ``long_side`` > 0 rescales each image so its longer side is ``long_side`` before
-    translation (0 keeps the size). Returns ``{"images": n, "output": path, "format": fmt}``.
+    The samples are those training reads (:func:`sci2i.data.build.source_reader`, the same
+    reader classes): a GTA5 pair whose image and label sizes differ, or whose label is
+    missing or unreadable, is not translated; an image that cannot be decoded is named in the
+    log, counted against ``max_bad_files`` and skipped. ``long_side`` > 0 rescales each image so
+    its longer side is ``long_side`` before translation (0 keeps the size). Returns
+    ``{"images": n, "labels": n, "skipped": n, "output": path, "format": fmt}``.
     """
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -139,34 +145,33 @@ def translate_dataset(
                         f"{'<root>/' + img_sub if img_sub else 'a folder of images'})")
     if out_root.resolve() == in_root.resolve():
         raise UserError("--output must differ from --input (translations would overwrite the sources)")
-    images = list_images(img_dir)
-    if max_images > 0:
-        images = images[:max_images]
-    if not images:
-        raise UserError(f"no images found below {img_dir}")
+    reader = source_reader(in_root, fmt, max_images=max_images)
     device = torch.device(device)
     G = G.to(device).eval()
     fixed_z = None if sample_z else G.sample_z(1, device, torch.Generator(device=device).manual_seed(z_seed))[0]
-    n_labels = 0
-    for path in tqdm(images, desc="translate", disable=not progress, dynamic_ncols=True):
-        rel = path.relative_to(img_dir)
-        name = rel.as_posix()
-        image = read_rgb(path)
+    ledger = BadFileLedger(max_bad_files)
+    n_images = n_labels = 0
+    for index in tqdm(range(len(reader)), desc="translate", disable=not progress, dynamic_ncols=True):
+        rel = Path(reader.name(index)).relative_to(img_sub) if img_sub else Path(reader.name(index))
+        try:
+            image, _ = reader.read(index)  # the label too: training reads it, so must we
+        except DataError as e:
+            ledger.report(str(e))
+            continue
         size_hw = None
         if long_side > 0:
             h, w = scaled_size(image.shape[0], image.shape[1], long_side)
             if (h, w) != image.shape[:2]:
                 image, size_hw = resize_image(image, h, w), (h, w)
-        out = translate_image(G, image, fixed_z, _name_seed(z_seed, name), device)
-        dst = (out_root / img_sub / rel).with_suffix(".png") if img_sub else (out_root / rel).with_suffix(".png")
+        out = translate_image(G, image, fixed_z, _name_seed(z_seed, rel.as_posix()), device)
+        dst = (out_root / img_sub / rel).with_suffix(".png")
         dst.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(dst), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-        if lbl_sub is not None:
-            label = in_root / lbl_sub / rel.with_suffix(".png")
-            if label.is_file():
-                _place_label(label, out_root / lbl_sub / rel.with_suffix(".png"), size_hw, fmt)
-                n_labels += 1
-            else:
-                log.warning("no label for %s (looked for %s)", name, label)
-    log.info("translated %d images (%d labels) into %s", len(images), n_labels, out_root)
-    return {"images": len(images), "labels": n_labels, "output": str(out_root), "format": fmt}
+        n_images += 1
+        _, label = reader.files(index)
+        if lbl_sub is not None and label is not None:
+            _place_label(label, out_root / lbl_sub / rel.with_suffix(".png"), size_hw, fmt)
+            n_labels += 1
+    log.info("translated %d images (%d labels) into %s", n_images, n_labels, out_root)
+    return {"images": n_images, "labels": n_labels, "skipped": len(ledger), "output": str(out_root),
+            "format": fmt}

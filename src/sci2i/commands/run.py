@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from sci2i.config.loader import list_presets, split_preset
 
@@ -74,6 +75,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(preset, overrides)
     summary = run_pipeline(cfg)
     ev = summary.get("final_eval") or {}
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun the summary is rank 0's to print
     print(f"done: {cfg.run.out_dir}/report.md  " +
           "  ".join(f"{k} {ev[k]:.1f}" for k in ("mIoU19", "mIoU16", "mIoU13") if isinstance(ev.get(k), float)))
     return 0

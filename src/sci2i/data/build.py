@@ -16,6 +16,7 @@ transform and are not wrapped.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -35,11 +36,16 @@ from sci2i.data.datasets import (
     ConcatSegDataset,
     GTA5Dataset,
     ImageFolderDataset,
+    SegmentationDataset,
     SynthiaDataset,
+    image_stem,
 )
 from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
 from sci2i.data.transforms import EvalTransform, TrainTransform
 from sci2i.errors import DataError
+from sci2i.utils.runtime import loader_workers
+
+log = logging.getLogger("sci2i")
 
 
 def train_transform(data_cfg: DataConfig) -> TrainTransform:
@@ -97,23 +103,59 @@ def build_target_dataset(
 ) -> Dataset:
     """Cityscapes ``split`` at ``data.target_root``.
 
-    ``label_dir`` reads trainId pseudo labels instead of gtFine. Unlabelled requests for the
-    train split (``data.target_train_split``) append every folder of ``data.target_extra_dirs``
-    as an :class:`ImageFolderDataset`.
+    ``label_dir`` reads trainId pseudo labels instead of gtFine. The train split
+    (``data.target_train_split``) read without gtFine (unlabelled, or with pseudo labels) is the
+    unlabelled target set of the I2I phase: it also holds every folder of
+    ``data.target_extra_dirs`` (the paper's ``leftImg8bit_sequence/train``), each frame once
+    (:func:`unique_frames`); the pseudo-label writer and the I2I trainer both read it here.
     """
     root = _root(data_cfg.target_root, "data.target_root", "SCI2I_TARGET_ROOT", CITYSCAPES_LAYOUT)
     transform = _transform(data_cfg, train)
+    pseudo = with_labels and label_dir is not None
     ds: Dataset = CityscapesDataset(
         root, split, transform=transform, with_labels=with_labels, label_dir=label_dir,
         max_images=data_cfg.max_images,
     )
-    if not with_labels and split == data_cfg.target_train_split and data_cfg.target_extra_dirs:
+    if (pseudo or not with_labels) and split == data_cfg.target_train_split and data_cfg.target_extra_dirs:
         extra = [
-            ImageFolderDataset(d, transform=transform, max_images=data_cfg.max_images)
+            ImageFolderDataset(d, transform=transform, max_images=data_cfg.max_images,
+                               label_dir=label_dir if pseudo else None)
             for d in data_cfg.target_extra_dirs
         ]
-        ds = ConcatSegDataset([ds, *extra])
+        ds = unique_frames([ds, *extra])
     return _wrap(ds, data_cfg, train)
+
+
+def unique_frames(parts: list[SegmentationDataset]) -> Dataset:
+    """The parts concatenated with every frame once: a frame also in a later part (the
+    Cityscapes train images are frame 19 of their ``leftImg8bit_sequence`` snippets) is kept
+    there only. Frames are matched by their Cityscapes frame id, the file stem without
+    ``_leftImg8bit`` (``aachen_000000_000019``)."""
+    later: set[str] = set()
+    kept: list[SegmentationDataset] = []
+    for part in reversed(parts):
+        keep = [s for s in part.samples if image_stem(s[2]) not in later]
+        later.update(image_stem(s[2]) for s in part.samples)
+        if len(keep) < len(part.samples):
+            log.info("%s: %d of %d images are frames of a later target folder and are read there only",
+                     part.root, len(part.samples) - len(keep), len(part.samples))
+        if keep:
+            part.samples = keep
+            kept.append(part)
+    kept.reverse()
+    return kept[0] if len(kept) == 1 else ConcatSegDataset(kept)
+
+
+def source_reader(root: str | Path, fmt: str, max_images: int = 0) -> SegmentationDataset:
+    """The reader of a source-layout folder (``fmt``: gta5, synthia or folder) without a transform:
+    what `sci2i translate` and the pipeline's translation phase translate."""
+    if fmt == "gta5":
+        return GTA5Dataset(root, max_images=max_images)
+    if fmt == "synthia":
+        return SynthiaDataset(root, max_images=max_images)
+    if fmt == "folder":
+        return ImageFolderDataset(root, max_images=max_images)
+    raise DataError(f"format must be one of gta5, synthia, folder; got {fmt!r}")
 
 
 def build_translated_dataset(root: str | Path, data_cfg: DataConfig, train: bool = True) -> Dataset:
@@ -179,11 +221,16 @@ class SeededSampler(Sampler):
         return iter(zip(indices, (int(s) for s in seeds)))
 
 
-def _worker_init(worker_id: int) -> None:
-    """One OpenCV thread per DataLoader worker: the workers already use the cores."""
+def worker_init(worker_id: int) -> None:
+    """One OpenCV thread per DataLoader worker: the workers already use the cores. SIGINT and
+    SIGTERM are left to the main process, which stops gracefully: a stop sent to the whole
+    process group (Slurm, ``kill -- -PGID``, Ctrl-C) must not kill the workers first."""
     import cv2
 
+    from sci2i.train.loop import ignore_stop_signals
+
     cv2.setNumThreads(1)
+    ignore_stop_signals()
 
 
 def _collate_reporting(items: list[dict]) -> tuple[dict, list[str]]:
@@ -213,6 +260,7 @@ def infinite_loader(
     limit = max_bad_files if max_bad_files is not None else getattr(dataset, "max_bad_files", 20)
     wrapped = SkipBadSamples(inner, limit, attach_skipped=True)
     sampler = SeededSampler(wrapped, seed, drop_last=drop_last)
+    workers = loader_workers(num_workers)
     if drop_last and len(sampler) < batch_size:
         raise DataError(
             f"{len(sampler)} samples per process but batch_size={batch_size} with drop_last: "
@@ -222,13 +270,13 @@ def infinite_loader(
         wrapped,
         batch_size=batch_size,
         sampler=sampler,
-        num_workers=num_workers,
+        num_workers=workers,
         collate_fn=_collate_reporting,
         pin_memory=pin_memory,
         drop_last=drop_last,
-        persistent_workers=num_workers > 0,
+        persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=_worker_init if num_workers > 0 else None,
+        worker_init_fn=worker_init if workers > 0 else None,
     )
     return _forever(loader, sampler, BadFileLedger(limit))
 

@@ -1,6 +1,17 @@
 """Dataset readers for the real on-disk layouts of GTA5, SYNTHIA and Cityscapes (SPEC §2).
 
-Every dataset yields dicts::
+Every dataset offers one reader interface, which the training loaders and the full-size readers
+(pseudo labels, translation, figures, evaluation) all go through, so every consumer sees the
+same samples with the same skip list:
+
+* ``len(ds)``; ``ds.name(i)`` and ``ds.names``; ``ds.files(i)`` -> (image path, label path or
+  None); ``ds.has_labels``;
+* ``ds.read(i)`` -> the raw image (H×W×3 uint8) and trainIds (H×W uint8 or None), raising
+  :class:`DataError` naming the file when it cannot be read;
+* ``ds.get(i, rng)`` / ``ds[i]`` -> the transformed item below.
+
+:class:`ConcatSegDataset` and the wrappers (:class:`~sci2i.data.robust.SkipBadSamples`, the
+resize cache) offer the same. Items are dicts::
 
     {"image": float32 tensor 3×H×W, RGB in [0, 1],
      "label": int64 tensor H×W of trainIds, 255 = ignore   (absent for unlabelled data),
@@ -29,6 +40,7 @@ from torch.utils.data import Dataset
 from sci2i.data.io import image_size, list_images, read_label_ids, read_rgb, read_synthia_ids
 from sci2i.errors import DataError
 from sci2i.labels import IGNORE_INDEX, NUM_CLASSES, label_ids_to_train_ids, synthia_ids_to_train_ids
+from sci2i.utils.log_once import warn_once
 
 log = logging.getLogger("sci2i")
 
@@ -149,6 +161,13 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         return self.get(index)
 
+    def name(self, index: int) -> str:
+        return self.samples[index][2]
+
+    def files(self, index: int) -> tuple[Path, Optional[Path]]:
+        """The image file and the label file (None when unlabelled) of sample ``index``."""
+        return self.samples[index][0], self.samples[index][1]
+
     def read(self, index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Raw image (H×W×3 uint8) and trainIds (H×W uint8 or None) before the transform."""
         image_path, label_path, _ = self.samples[index]
@@ -172,6 +191,26 @@ class SegmentationDataset(Dataset):
         if lbl_t is not None:
             item["label"] = lbl_t
         return item
+
+
+def with_pseudo_labels(
+    samples: list[tuple[Path, Optional[Path], str]], label_dir: str | Path, what: str
+) -> list[tuple[Path, Optional[Path], str]]:
+    """Pair each image with its pseudo label below ``label_dir``; leave out those without one.
+
+    An image has no pseudo label when the pseudo-label writer skipped it as unreadable (it is
+    named in that phase's log) or when it was added after the labels were written; either way it
+    is left out of training with one warning that counts and names them.
+    """
+    root = _require_dir(Path(label_dir), "pseudo-label folder", "trainId PNGs <label_dir>/<city>/<stem>.png")
+    paired, missing = [], []
+    for img, _, name in samples:
+        lbl = pseudo_label_path(root, name)
+        (paired if lbl.is_file() else missing).append((img, lbl, name))
+    if missing:
+        warn_once(log, "%s: %d images have no pseudo label in %s and are left out: %s",
+                  what, len(missing), root, _shorten([n for _, _, n in missing]))
+    return paired
 
 
 def _paired_samples(
@@ -226,7 +265,7 @@ class GTA5Dataset(SegmentationDataset):
             f"{n} (size differs from its label or unreadable)" for _, _, n in bad
         ]
         if skipped:
-            log.warning("GTA5 %s: skipping %d image/label pairs: %s", root, len(skipped), _shorten(skipped))
+            warn_once(log, "GTA5 %s: skipping %d image/label pairs: %s", root, len(skipped), _shorten(skipped))
         super().__init__(root, good, read_gta5_label, transform, 0)
 
 
@@ -249,7 +288,7 @@ class SynthiaDataset(SegmentationDataset):
         label_dir = _require_dir(label_base / "GT" / "LABELS", "SYNTHIA GT/LABELS folder", SYNTHIA_LAYOUT)
         samples, missing = _paired_samples(image_dir, label_dir, root)
         if missing:
-            log.warning("SYNTHIA %s: skipping %d images without label: %s", root, len(missing), _shorten(missing))
+            warn_once(log, "SYNTHIA %s: skipping %d images without label: %s", root, len(missing), _shorten(missing))
         super().__init__(root, samples, read_synthia_label, transform, max_images)
 
 
@@ -281,19 +320,18 @@ class CityscapesDataset(SegmentationDataset):
             images = images[:max_images]
         names = [p.relative_to(image_root).as_posix() for p in images]
         reader: Optional[Callable[[Path], np.ndarray]] = None
-        labels: list[Optional[Path]] = [None] * len(images)
+        samples: list[tuple[Path, Optional[Path], str]] = [(p, None, n) for p, n in zip(images, names)]
         if with_labels and label_dir is not None:
-            label_root = _require_dir(Path(label_dir), "pseudo-label folder", "trainId PNGs <label_dir>/<city>/<stem>.png")
-            labels = [pseudo_label_path(label_root, n) for n in names]
+            samples = with_pseudo_labels(samples, label_dir, f"Cityscapes '{split}'")
             reader = read_train_id_label
         elif with_labels:
             gt_root = _require_dir(root / "gtFine" / split, f"Cityscapes gtFine split '{split}'", CITYSCAPES_LAYOUT)
-            labels = [gt_root / Path(n).parent / f"{image_stem(n)}_gtFine_labelIds.png" for n in names]
+            samples = [(p, gt_root / Path(n).parent / f"{image_stem(n)}_gtFine_labelIds.png", n)
+                       for p, _, n in samples]
+            missing = [str(lbl) for _, lbl, _ in samples if not lbl.is_file()]
+            if missing:
+                raise DataError(f"{len(missing)} label files are missing for Cityscapes '{split}': {_shorten(missing)}")
             reader = read_gta5_label
-        missing = [str(p) for p in labels if p is not None and not p.is_file()]
-        if missing:
-            raise DataError(f"{len(missing)} label files are missing for Cityscapes '{split}': {_shorten(missing)}")
-        samples = list(zip(images, labels, names))
         super().__init__(image_root, samples, reader, transform, 0)
 
 
@@ -302,10 +340,19 @@ class ImageFolderDataset(SegmentationDataset):
 
     layout = FOLDER_LAYOUT
 
-    def __init__(self, root: str | Path, transform: Optional[Transform] = None, max_images: int = 0) -> None:
+    def __init__(self, root: str | Path, transform: Optional[Transform] = None, max_images: int = 0,
+                 label_dir: str | Path | None = None) -> None:
+        """``label_dir`` (optional) pairs each image with its pseudo label, as for Cityscapes."""
         root = _require_dir(Path(root), "image folder", FOLDER_LAYOUT)
-        samples = [(p, None, p.relative_to(root).as_posix()) for p in list_images(root)]
-        super().__init__(root, samples, None, transform, max_images)
+        samples: list[tuple[Path, Optional[Path], str]] = [
+            (p, None, p.relative_to(root).as_posix()) for p in list_images(root)]
+        if max_images > 0:
+            samples = samples[:max_images]
+        reader = None
+        if label_dir is not None:
+            samples = with_pseudo_labels(samples, label_dir, f"image folder {root}")
+            reader = read_train_id_label
+        super().__init__(root, samples, reader, transform, 0)
 
 
 class ConcatSegDataset(Dataset):
@@ -337,6 +384,18 @@ class ConcatSegDataset(Dataset):
             raise IndexError(index)
         k = int(np.searchsorted(self.offsets, index, side="right") - 1)
         return self.datasets[k], index - int(self.offsets[k])
+
+    def name(self, index: int) -> str:
+        ds, i = self._locate(index)
+        return ds.name(i)
+
+    def files(self, index: int) -> tuple[Path, Optional[Path]]:
+        ds, i = self._locate(index)
+        return ds.files(i)
+
+    def read(self, index: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        ds, i = self._locate(index)
+        return ds.read(i)
 
     def get(self, index: int, rng: Optional[np.random.Generator] = None) -> dict:
         ds, i = self._locate(index)

@@ -57,6 +57,20 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError(f"cannot read image header of {path}: {type(e).__name__}: {e}") from e
 
 
+def verify_image_file(path: str | Path) -> None:
+    """Check that ``path`` is a whole image file (PNG: every chunk present with a valid CRC)
+    without decoding its pixels; a DataError names the file otherwise."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except FileNotFoundError as e:
+        raise DataError(f"file not found: {path}") from e
+    except Exception as e:
+        raise DataError(f"damaged image file {path}: {type(e).__name__}: {e}. Replace it with a "
+                        f"good copy (validation files are never skipped: scores must be comparable)") from e
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image as H×W×3 uint8 RGB (grey, palette and RGBA images are converted)."""
     path = Path(path)

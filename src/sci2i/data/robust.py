@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from sci2i.data.wrapper import DatasetWrapper
 from sci2i.errors import DataError
+from sci2i.utils.log_once import warn_once
 
 log = logging.getLogger("sci2i")
 
@@ -44,13 +45,28 @@ class BadFileLedger:
         if message in self.seen:
             return
         self.seen[message] = None
-        log.warning("skipping a bad training sample (%d of at most %d): %s", len(self), self.limit, message)
+        # named once per run although each phase (and reader) counts it against its own limit
+        warn_once(log, "skipping a bad file (data.max_bad_files=%d per phase): %s", self.limit, message)
         if len(self) > self.limit:
             raise DataError(
-                f"{len(self)} bad files met during training, more than data.max_bad_files="
+                f"{len(self)} bad files met in one phase, more than data.max_bad_files="
                 f"{self.limit}; the last one: {message}. Fix or remove the files, or raise "
                 f"data.max_bad_files."
             )
+
+
+def readable(dataset: Dataset, n: int, ledger: BadFileLedger) -> list[dict]:
+    """The first ``n`` items of ``dataset`` that can be read, bad files reported to ``ledger``
+    (for figures and samples, which must skip what training skips)."""
+    items: list[dict] = []
+    for i in range(len(dataset)):
+        if len(items) == n:
+            break
+        try:
+            items.append(dataset[i])
+        except DataError as e:
+            ledger.report(str(e))
+    return items
 
 
 class SkipBadSamples(DatasetWrapper):

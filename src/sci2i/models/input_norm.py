@@ -57,6 +57,9 @@ def sidecar_path(weights: str | Path) -> Path:
 
 def read_norm_sidecar(weights: str | Path) -> str:
     """The input convention recorded beside ``weights``; a clear error if it is missing."""
+    if not Path(weights).is_file():
+        raise UserError(f"weights file not found: {weights} (a path to a local file; nothing is "
+                        f"downloaded at run time)")
     side = sidecar_path(weights)
     if not side.is_file():
         raise UserError(

@@ -25,8 +25,10 @@ def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         # fields marked "omit_default" (options added later) count only when set, so the
         # fingerprints of phases that do not use them stay those of earlier versions
+        # and settings of speed or logging ("exclude", schema.NOT_A_RESULT) never count
         return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("fingerprint") == "omit_default" and _at_default(f, getattr(obj, f.name)))}
+                if not (f.metadata.get("fingerprint") == "exclude"
+                        or f.metadata.get("fingerprint") == "omit_default" and _at_default(f, getattr(obj, f.name)))}
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     if isinstance(obj, dict):

@@ -16,9 +16,7 @@ picks up finished phases and the rows of an experiment table share identical pha
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import shutil
@@ -27,34 +25,26 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sci2i.config import Config
+from sci2i.errors import UserError
 from sci2i.pipeline import steps
 from sci2i.pipeline.fingerprint import fingerprint
-from sci2i.utils.distributed import barrier, init_distributed, is_main_process
+from sci2i.utils.locks import folder_lock
+from sci2i.utils.distributed import barrier, broadcast_object, init_distributed, is_main_process
 from sci2i.utils.rundir import RunDir
-from sci2i.utils.runtime import resolve_device
+from sci2i.utils.runtime import peak_memory, resolve_device
 
 log = logging.getLogger("sci2i")
 
 DONE = "DONE.json"
 
 
-@contextlib.contextmanager
-def _phase_lock(folder: Path, enabled: bool = True):
-    """An exclusive lock per phase folder: concurrent runs sharing a cache wait, not collide."""
-    if not enabled:
-        yield
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("phase folder %s is in use by another run: waiting for it", folder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def read_done(path: Path) -> dict:
+    """The outputs a finished phase recorded; a damaged record is an error naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({e}): delete it and run the same command again "
+                        f"to redo that phase") from e
 
 
 def _replace(cfg: Config, **sections: dict) -> Config:
@@ -105,31 +95,36 @@ class Pipeline:
         """Run ``work(dir)`` unless ``dir/DONE.json`` exists; return the recorded outputs.
 
         Under torchrun, training phases (``all_ranks``) run on every rank; the others (pseudo
-        labels, translation) on rank 0 only. Rank 0 writes ``DONE.json``; every rank reads it.
+        labels, translation) on rank 0 only. Rank 0 decides whether the phase runs (every rank
+        follows its decision, so all take the same collective steps), writes ``DONE.json``
+        once every output is on disk, and every rank reads the outputs from it after a barrier.
         """
         folder = self.cache / f"{name}-{fp}"
         done = folder / DONE
-        if done.is_file():
+        if broadcast_object(done.is_file()):
             log.info("phase %s: complete in %s, skipped", name, folder)
-            return json.loads(done.read_text())
+            return read_done(done)
         main = is_main_process()
-        with _phase_lock(folder, enabled=main):
+        with folder_lock(folder, enabled=main):
             # Another run sharing this phase cache (a table row, a second terminal) may have
             # finished it while we waited for the lock.
-            if main and not done.is_file():
-                log.info("phase %s: running in %s", name, folder)
-                folder.mkdir(parents=True, exist_ok=True)
-            barrier()
-            if not done.is_file() and (all_ranks or main):
-                t0 = time.time()
-                outputs = work(folder)
+            if not broadcast_object(done.is_file()):
                 if main:
-                    outputs["seconds"] = outputs.get("seconds", 0.0) + (time.time() - t0)
-                    tmp = done.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(outputs, indent=2))
-                    tmp.replace(done)  # DONE.json appears only once every output is on disk
+                    log.info("phase %s: running in %s", name, folder)
+                    folder.mkdir(parents=True, exist_ok=True)
+                barrier()
+                if all_ranks or main:
+                    t0 = time.time()
+                    outputs = work(folder)
+                    seconds = time.time() - t0
+                    if main:
+                        outputs["seconds"] = outputs.get("seconds", 0.0) + seconds
+                        tmp = done.with_suffix(".tmp")
+                        tmp.write_text(json.dumps(outputs, indent=2))
+                        tmp.replace(done)  # DONE.json appears only once every output is on disk
+                        log.info("phase %s: done in %.1f s (%s)", name, seconds, peak_memory())
             barrier()
-        return json.loads(done.read_text())
+        return read_done(done)
 
     # -- the method --------------------------------------------------------------------------
     def run(self) -> dict:

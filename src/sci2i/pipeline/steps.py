@@ -11,8 +11,19 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from sci2i.config import Config
+from sci2i.config import Config, ConfigError
+from sci2i.data.build import build_source_dataset, build_target_dataset
+from sci2i.data.io import verify_image_file
 from sci2i.errors import UserError
+from sci2i.models.backbones import build_backbone, build_trunk
+from sci2i.segmenter import load_segmenter
+from sci2i.segmenter import write_pseudo_labels as write_labels
+from sci2i.toycity import generate, read_manifest
+from sci2i.train.i2i import train_i2i as i2i_training
+from sci2i.train.mean_teacher import train_segmentation as seg_training
+from sci2i.translate import load_generator, translate_dataset
+from sci2i.utils.locks import folder_lock
+from sci2i.utils.runtime import amp_dtype, resolve_device
 
 log = logging.getLogger("sci2i")
 
@@ -22,18 +33,28 @@ class PhaseInterrupted(UserError):
 
 
 def ensure_toycity(cfg: Config) -> Config:
-    """With no dataset roots, generate toy-city (once) and point the config at it: the demo."""
-    if cfg.data.source_root or cfg.data.target_root:
-        return cfg
-    from sci2i.toycity import generate, read_manifest
+    """The dataset roots of a run: the configured ones, or toy-city (the demo).
 
+    toy-city is generated (once) and used only when neither root is set and the preset asks
+    for it (``pipeline.toycity_dir``, set by the toy-city presets); any other run without both
+    roots is a config error naming the two variables.
+    """
+    d = cfg.data
+    if d.source_root and d.target_root:
+        return cfg
+    if d.source_root or d.target_root or not cfg.pipeline.toycity_dir:
+        missing = [f"data.{k} (or {env})" for k, env in
+                   (("source_root", "SCI2I_SOURCE_ROOT"), ("target_root", "SCI2I_TARGET_ROOT"))
+                   if not getattr(d, k)]
+        raise ConfigError(
+            f"{' and '.join(missing)} not set: preset '{cfg.name}' needs both dataset roots, e.g. "
+            f"export SCI2I_SOURCE_ROOT=/data/gta5 SCI2I_TARGET_ROOT=/data/cityscapes (README "
+            f"\"Reproducing the paper\"; `sci2i run` with no preset runs the toy-city demo)")
     root = Path(cfg.pipeline.toycity_dir)
     log.info("no dataset roots given: using toy-city in %s", root)
     # A toy-city of other sizes or an older generator version is replaced; any other
     # non-empty folder is an error (generate refuses to overwrite what it did not write).
-    from sci2i.pipeline.runner import _phase_lock
-
-    with _phase_lock(root):  # two runs starting together generate it once
+    with folder_lock(root):  # two runs starting together generate it once
         generate(root, seed=0, overwrite=read_manifest(root) is not None, **dict(cfg.pipeline.toycity_sizes))
     data = dataclasses.replace(cfg.data, source_format="gta5", source_root=str(root / "source"),
                                target_root=str(root / "target"))
@@ -41,12 +62,32 @@ def ensure_toycity(cfg: Config) -> Config:
 
 
 def check_data(cfg: Config) -> None:
-    """Open every dataset the pipeline will read, so a wrong root fails before any training."""
-    from sci2i.data.build import build_source_dataset, build_target_dataset
-
+    """Open every dataset and weights file the pipeline will read, so that a wrong root, a bad
+    validation image or a bad weights file fails before the first phase, not hours into the run."""
     build_source_dataset(cfg.data, train=False)
     build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
-    build_target_dataset(cfg.data, cfg.data.target_val_split, with_labels=True, train=False)
+    verify_files(build_target_dataset(cfg.data, cfg.data.target_val_split, with_labels=True, train=False))
+    check_weights(cfg)
+
+
+def verify_files(dataset) -> None:
+    """Every image and label file of an evaluation ``dataset`` is whole (a bad validation file
+    would otherwise stop the first evaluation, after training)."""
+    for i in range(len(dataset)):
+        for path in dataset.files(i):
+            if path is not None:
+                verify_image_file(path)
+
+
+def check_weights(cfg: Config) -> None:
+    """Build each network a phase will build from pretrained weights: every weights file and
+    its sidecar is read, and loaded strictly, now."""
+    if cfg.model.weights:
+        build_backbone(cfg.model.backbone, cfg.model.weights, cfg.model.output_stride)
+    if cfg.pipeline.i2i and cfg.discriminator.trunk_weights:
+        build_trunk(cfg.discriminator.trunk, cfg.discriminator.trunk_weights)
+    if cfg.model.init_checkpoint:
+        load_segmenter(cfg.model.init_checkpoint)
 
 
 def _eval_summary(results: dict | None) -> dict | None:
@@ -58,9 +99,7 @@ def _eval_summary(results: dict | None) -> dict | None:
 
 def train_segmentation(cfg: Config, folder: Path, init_weights: str = "") -> dict:
     """Phase (a) or (c): a mean-teacher run in ``folder``; resumes from its checkpoints."""
-    from sci2i.train.mean_teacher import train_segmentation as train
-
-    out = train(cfg, out_dir=folder, resume=True, init_weights=init_weights or None)
+    out = seg_training(cfg, out_dir=folder, resume=True, init_weights=init_weights or None)
     if out.get("stopped"):
         raise PhaseInterrupted(f"segmentation stopped at step {out['step']}; run the same command again to resume")
     return {"dir": str(folder), "weights": str(out["weights"]), "step": out["step"],
@@ -69,40 +108,32 @@ def train_segmentation(cfg: Config, folder: Path, init_weights: str = "") -> dic
 
 def write_pseudo_labels(weights: str, cfg: Config, folder: Path) -> dict:
     """ŷ_t: M0's teacher on every unlabelled target image of the I2I phase."""
-    from sci2i.data.build import build_target_dataset
-    from sci2i.segmenter import load_segmenter, write_pseudo_labels as write
-    from sci2i.utils.runtime import amp_dtype, resolve_device
-
     device = resolve_device(cfg.perf.device)
     model = load_segmenter(weights, device)
     dataset = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
     label_dir = folder / "labels"
-    n = write(model, dataset, label_dir, device, cfg.data.eval_long_side,
-              num_workers=cfg.data.num_workers, amp_dtype=amp_dtype(cfg.perf.amp, device))
+    n = write_labels(model, dataset, label_dir, device, cfg.data.eval_long_side, num_workers=cfg.data.num_workers,
+                     amp_dtype=amp_dtype(cfg.perf.amp, device), max_bad_files=cfg.data.max_bad_files)
     return {"dir": str(folder), "label_dir": str(label_dir), "images": n}
 
 
 def train_i2i(cfg: Config, folder: Path) -> dict:
     """Phase (b): G and D in ``folder``; resumes from its checkpoints."""
-    from sci2i.train.i2i import train_i2i as train
-
-    out = train(cfg, folder, resume=True)
+    out = i2i_training(cfg, folder, resume=True)
     if out.get("stopped"):
         raise PhaseInterrupted(f"I2I training stopped at step {out['step']}; run the same command again to resume")
-    return {"dir": str(folder), "generator": out["generator"], "figure": out.get("figure"), "step": out["step"]}
+    return {"dir": str(folder), "generator": out["generator"], "figure": out["figure"], "step": out["step"]}
 
 
 def translate_source(generator: str, cfg: Config, folder: Path) -> dict:
     """G(x_s) for the whole source set, in the source's own layout (a source dataset itself)."""
-    from sci2i.translate import load_generator, translate_dataset
-    from sci2i.utils.runtime import resolve_device
-
     device = resolve_device(cfg.perf.device)
     G, _ = load_generator(generator, device)
     root = folder / "data"
     out = translate_dataset(G, cfg.data.source_root, root, fmt=cfg.data.source_format, z_seed=cfg.run.seed,
                             sample_z=cfg.pipeline.translate_z == "sample", long_side=cfg.data.long_side,
-                            device=device, max_images=cfg.data.max_images)
+                            device=device, max_images=cfg.data.max_images,
+                            max_bad_files=cfg.data.max_bad_files)
     figure = Path(generator).parent / "figures" / "i2i_pairs.png"
     return {"dir": str(folder), "root": str(root), "images": out["images"],
             "figure": str(figure) if figure.is_file() else None}

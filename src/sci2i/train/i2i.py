@@ -50,12 +50,15 @@ from sci2i.models.generator import Generator
 from sci2i.train.ema import ema_update, make_ema
 from sci2i.train.loop import (
     AmpContext,
+    DivergenceError,
     GracefulStop,
     NonFiniteGuard,
+    check_divergence_before_resume,
     clip_grad_norm,
     configure_backends,
     make_optimizer,
     prepare_model,
+    record_divergence,
 )
 from sci2i.train.schedules import linear_ramp
 from sci2i.utils import distributed as dist_utils
@@ -230,7 +233,7 @@ class I2ITrainer:
             "opt_D": self.opt_D.state_dict(),
             "amp_G": self.amp_G.state_dict(),
             "amp_D": self.amp_D.state_dict(),
-            "guard": {"G": self.guard_G.skipped_total, "D": self.guard_D.skipped_total},
+            "guard": {"G": self.guard_G.state_dict(), "D": self.guard_D.state_dict()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -241,6 +244,19 @@ class I2ITrainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.amp_G.load_state_dict(state.get("amp_G", {}))
         self.amp_D.load_state_dict(state.get("amp_D", {}))
+        guards = state.get("guard", {})
+        for guard, key in ((self.guard_G, "G"), (self.guard_D, "D")):
+            if isinstance(guards.get(key), dict):  # (older checkpoints kept the totals only)
+                guard.load_state_dict(guards[key])
+
+    @property
+    def in_streak(self) -> bool:
+        """A streak of non-finite steps of G or D is going on: write no checkpoint."""
+        return self.guard_G.in_streak or self.guard_D.in_streak
+
+    @property
+    def streak_start(self) -> int:
+        return min(g.streak_start for g in (self.guard_G, self.guard_D) if g.in_streak)
 
     @torch.no_grad()
     def translate_samples(self, images: torch.Tensor, z_seed: int = SAMPLE_Z_SEED) -> torch.Tensor:
@@ -258,11 +274,11 @@ def _stream_seed(seed: int, stream: int) -> int:
 def build_i2i_datasets(cfg: Config):
     """(source dataset with y_s, target dataset with ŷ_t or unlabelled) for training.
 
-    Target = ``data.target_train_split`` + ``data.target_extra_dirs``. With pre-computed pseudo
-    labels, every target image needs its ŷ_t at :func:`sci2i.data.datasets.pseudo_label_path`
-    below ``i2i.pseudo_label_dir`` (``sci2i pseudo-label --image-dir EXTRA --out SAME_DIR``
-    writes them for an extra folder); extra images without a pseudo label are left out with a
-    warning.
+    Target = ``data.target_train_split`` + ``data.target_extra_dirs``, each frame once
+    (:func:`sci2i.data.build.build_target_dataset`, the set the pseudo-label phase labels).
+    With pre-computed pseudo labels every image is paired with its ŷ_t at
+    :func:`sci2i.data.datasets.pseudo_label_path` below ``i2i.pseudo_label_dir``; images without
+    one (skipped as unreadable when the labels were written) are left out with a warning.
     """
     from sci2i.data.build import build_source_dataset, build_target_dataset
     from sci2i.errors import UserError
@@ -277,42 +293,7 @@ def build_i2i_datasets(cfg: Config):
         )
     trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=True, train=True,
                                label_dir=cfg.i2i.pseudo_label_dir)
-    extras = [d for d in (_pseudo_labelled_folder(cfg, e) for e in cfg.data.target_extra_dirs) if d is not None]
-    if extras:
-        from sci2i.data.datasets import ConcatSegDataset
-        from sci2i.data.robust import SkipBadSamples
-
-        inner = trg.dataset if isinstance(trg, SkipBadSamples) else trg
-        trg = SkipBadSamples(ConcatSegDataset([inner, *extras]), cfg.data.max_bad_files)
     return src, trg
-
-
-def _pseudo_labelled_folder(cfg: Config, folder: str):
-    """An extra target folder paired with its pseudo labels, or None (with a warning)."""
-    from sci2i.data.build import train_transform
-    from sci2i.data.datasets import SegmentationDataset, pseudo_label_path, read_train_id_label
-    from sci2i.data.io import list_images
-    from sci2i.errors import DataError
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"data.target_extra_dirs: folder not found: {root}")
-    images = list_images(root)
-    if cfg.data.max_images > 0:
-        images = images[: cfg.data.max_images]
-    samples = [(p, pseudo_label_path(cfg.i2i.pseudo_label_dir, p.relative_to(root).as_posix()),
-                p.relative_to(root).as_posix()) for p in images]
-    labelled = [s for s in samples if s[1].is_file()]
-    if not labelled:
-        log.warning("no pseudo labels in %s for the extra target folder %s: it is not used (write them "
-                    "with `sci2i pseudo-label --image-dir %s --out %s`)", cfg.i2i.pseudo_label_dir,
-                    root, root, cfg.i2i.pseudo_label_dir)
-        return None
-    if len(labelled) < len(samples):
-        log.warning("%d of %d images of %s have no pseudo label in %s and are not used",
-                    len(samples) - len(labelled), len(samples), root, cfg.i2i.pseudo_label_dir)
-    samples = labelled
-    return SegmentationDataset(root, samples, read_train_id_label, train_transform(cfg.data))
 
 
 def fixed_samples(dataset, n: int = 4) -> torch.Tensor:
@@ -363,14 +344,21 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
     ckpts = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
 
     start = 0
-    state = ckpts.load_latest() if resume else None
-    if state is not None:
+    found = None
+    if resume:
+        check_divergence_before_resume(run.path, to_yaml(cfg), "resume with a lower learning rate "
+                                       "(e.g. --resume i2i.lr=…)")
+        found = ckpts.load_newest()
+    if found is not None:
+        state, path = found
         trainer.load_state_dict(state)
         set_rng_state(state["rng"])
         start = int(state["step"])
         if state.get("config") != to_yaml(cfg):
             log.warning("resuming from a checkpoint written with a different config; the new one is used")
-        log.info("resumed I2I training at step %d from %s", start, ckpts.latest())
+        log.info("resumed I2I training at step %d from %s", start, path)
+    elif resume:
+        log.info("no checkpoint in %s: starting from step 0", ckpts.folder)
 
     from sci2i.train.sample_stream import SampleStream
 
@@ -381,7 +369,9 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
     samples = fixed_samples(src_ds) if main else None
 
     def save_checkpoint(step: int) -> None:
-        if main:
+        if trainer.in_streak:  # the weights may be blowing up: keep the last good checkpoint
+            log.warning("I2I step %d: no checkpoint written, non-finite steps in a row", step)
+        elif main:
             ckpts.save({**trainer.state_dict(), "step": step, "rng": rng_state(), "config": to_yaml(cfg)}, step)
 
     step = start
@@ -412,14 +402,23 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
                     stopped = True
                     log.warning("I2I training stopped at step %d; resume with --resume", step)
                     break
+    except DivergenceError as e:
+        if main:
+            record_divergence(run.path, e, trainer.streak_start, to_yaml(cfg), ckpts)
+        run.close()
+        raise
     finally:
         src_stream.close()  # stop the prefetching workers now, not at garbage collection
         trg_stream.close()
     summary: dict = {"step": step, "stopped": stopped, "run_dir": str(run.path)}
-    if main and not stopped:
-        summary["generator"] = str(save_generator(trainer.G_ema, cfg, run.path, step))
-        summary["figure"] = str(_final_figure(trainer, cfg, run.path))
-        log.info("I2I done: %s", summary["generator"])
+    if not stopped:
+        # every rank returns the same summary; rank 0 writes what it names
+        summary["generator"] = str(run.path / GENERATOR_WEIGHTS)
+        summary["figure"] = str(run.path / "figures" / "i2i_pairs.png")
+        if main:
+            save_generator(trainer.G_ema, cfg, run.path, step)
+            _final_figure(trainer, cfg, Path(summary["figure"]))
+            log.info("I2I done: %s", summary["generator"])
     run.close()
     dist_utils.barrier()
     return summary
@@ -432,16 +431,21 @@ def _save_grid(grid: torch.Tensor, path: Path) -> None:
     Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(path)
 
 
-def _final_figure(trainer: I2ITrainer, cfg: Config, out: Path, n: int = 4) -> Path:
-    """Fig. 2-style pairs of whole source images (evaluation scale) with target references."""
+def _final_figure(trainer: I2ITrainer, cfg: Config, path: Path, n: int = 4) -> Path:
+    """Fig. 2-style pairs of whole source images (evaluation scale) with target references.
+
+    The first ``n`` readable images of the datasets training reads: a file training skipped is
+    skipped here too (and counted against ``data.max_bad_files``).
+    """
     from sci2i.data.build import build_source_dataset, build_target_dataset
+    from sci2i.data.robust import BadFileLedger, readable
     from sci2i.figures_i2i import make_pairs_figure
 
     src = build_source_dataset(cfg.data, train=False)
     trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
-    sources = [src[i]["image"] for i in range(min(n, len(src)))]
+    ledger = BadFileLedger(cfg.data.max_bad_files)
+    sources = [item["image"] for item in readable(src, n, ledger)]
     translated = [trainer.translate_samples(x.unsqueeze(0))[0].cpu() for x in sources]
-    references = [trg[i]["image"] for i in range(min(n, len(trg)))]
+    references = [item["image"] for item in readable(trg, n, ledger)]
     as_hwc = lambda xs: [x.permute(1, 2, 0).numpy() for x in xs]  # noqa: E731
-    return make_pairs_figure(as_hwc(sources), as_hwc(translated), out / "figures" / "i2i_pairs.png",
-                             references=as_hwc(references))
+    return make_pairs_figure(as_hwc(sources), as_hwc(translated), path, references=as_hwc(references))

@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from sci2i.data.build import SeededSampler
+from sci2i.data.build import SeededSampler, worker_init
 from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
+from sci2i.utils.runtime import loader_workers
 
 
 class _SamplerFrom(Sampler):
@@ -59,11 +60,13 @@ class SampleStream:
         self.ledger = BadFileLedger(limit)
         self.consumed = start
         sampler = _SamplerFrom(SeededSampler(wrapped, seed, drop_last=True), start)
+        workers = loader_workers(num_workers)
         self._loader = DataLoader(
-            wrapped, batch_size=None, sampler=sampler, num_workers=num_workers,
-            collate_fn=_identity, pin_memory=pin_memory, persistent_workers=num_workers > 0,
-            prefetch_factor=4 if num_workers > 0 else None,
+            wrapped, batch_size=None, sampler=sampler, num_workers=workers,
+            collate_fn=_identity, pin_memory=pin_memory, persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=worker_init if workers > 0 else None,
         )
         self._it: Optional[Iterator[dict]] = None
 

@@ -52,6 +52,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s ``obj`` (any picklable value) on every process; ``obj`` itself when single."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel when distributed, the model itself otherwise."""
     if not is_distributed():

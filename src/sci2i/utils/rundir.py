@@ -8,6 +8,7 @@ Layout of ``run.out_dir``::
     metrics.jsonl    one JSON object per logged step: {"phase", "step", "Loss/G/total", ...}
     tb/              TensorBoard event files
     checkpoints/     training states (see utils/checkpoint.py)
+    .sci2i.lock      locked by the one process writing the folder (utils/runlock.py)
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 from sci2i.config import Config, save_config
+from sci2i.utils.runlock import lock_run_folder
 
 log = logging.getLogger("sci2i")
 
@@ -41,8 +44,10 @@ def git_revision() -> str:
 
 
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    """Log lines to stderr (and ``log_file``). Under torchrun only rank 0 logs below ERROR:
+    the ranks run the same code, so their lines would only repeat rank 0's."""
     logger = logging.getLogger("sci2i")
-    logger.setLevel(level)
+    logger.setLevel(level if int(os.environ.get("RANK", "0")) == 0 else max(level, logging.ERROR))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in logger.handlers):
         sh = logging.StreamHandler()
@@ -58,14 +63,20 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
 
 
 class RunDir:
-    """Creates the run directory and records metrics; only rank 0 writes (``enabled``)."""
+    """Creates the run directory and records metrics; only rank 0 writes (``enabled``).
 
-    def __init__(self, cfg: Config, path: str | Path | None = None, enabled: bool = True) -> None:
+    The folder is locked while the RunDir is open (:func:`~sci2i.utils.runlock.lock_run_folder`:
+    another process writing it is an error, or with ``wait`` is waited for) until :meth:`close`.
+    """
+
+    def __init__(self, cfg: Config, path: str | Path | None = None, enabled: bool = True,
+                 wait: bool = False) -> None:
         self.path = Path(path or cfg.run.out_dir)
         self.enabled = enabled
         self._tb = None
+        self._lock = None
         if enabled:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_run_folder(self.path, wait=wait)  # before anything is written
             save_config(cfg, self.path / "config.yaml")
             (self.path / "git.txt").write_text(git_revision() + "\n")
             setup_logging(self.path / "log.txt")
@@ -104,6 +115,9 @@ class RunDir:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
 
 
 def read_metrics(path: str | Path) -> list[dict]:

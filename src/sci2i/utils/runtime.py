@@ -66,3 +66,34 @@ def set_rng_state(state: dict) -> None:
     random.setstate(ast.literal_eval(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: what a cluster job was given)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """``data.num_workers`` capped by the cores available to this process's share of the machine.
+
+    Each of the ``LOCAL_WORLD_SIZE`` processes torchrun starts on a machine gets its part of the
+    cores; asking for more workers than cores only makes them compete (and PyTorch warns about
+    it on every loader). The worker count never changes what a loader yields (sci2i.data.build).
+    """
+    if requested <= 0:
+        return 0
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(requested, available_cores() // local))
+
+
+def peak_memory() -> str:
+    """This process's peak resident memory (and the GPU's peak allocation), for log lines."""
+    import resource
+
+    text = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB"  # KiB on Linux
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        text += f", GPU {torch.cuda.max_memory_allocated() / 2**30:.2f} GB"
+    return text
