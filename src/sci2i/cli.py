@@ -21,6 +21,7 @@ COMMANDS = [
     "pseudo_label",
     "translate",
     "evaluate",
+    "predict",
     "probe",
     "toycity",
     "bench",
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # user-facing errors raised by the library carry a fix-it message
         from sci2i.errors import CheckpointError, UserError
         from sci2i.pipeline.steps import PhaseInterrupted
+        from sci2i.train.loop import DivergenceError
 
         if isinstance(e, PhaseInterrupted):  # stopped on a signal, checkpoint written
             print(f"sci2i {args.command}: {e}", file=sys.stderr)
@@ -95,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, (UserError, CheckpointError)):
             print(f"sci2i {args.command}: error: {e}", file=sys.stderr)
             return 2
+        if isinstance(e, DivergenceError):  # the run's own doing, not the input's: exit 3
+            print(f"sci2i {args.command}: error: {e}", file=sys.stderr)
+            return 3
         raise
 
 

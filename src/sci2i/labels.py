@@ -13,6 +13,8 @@ from cityscapesscripts.helpers import labels as _cs
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
+#: Evaluation class sets of Cityscapes: all 19 classes (GTA5 source) or SYNTHIA's 16 (and 13).
+CLASS_SETS = ("cityscapes19", "synthia16")
 
 _TRAIN_LABELS = sorted(
     (l for l in _cs.labels if 0 <= l.trainId < IGNORE_INDEX), key=lambda l: l.trainId

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from sci2i.errors import UserError
-from sci2i.eval.metrics import CLASS_SETS, headline_metrics
+from sci2i.labels import CLASS_SETS  # not sci2i.eval: that imports torch, and --help must not
 
 DESCRIPTION = """\
 Score semantic segmentation on a labelled Cityscapes split at full label resolution and print
@@ -101,6 +101,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     from sci2i.eval.evaluator import results_to_json, score_prediction_folder
+    from sci2i.eval.metrics import headline_metrics
 
     if not args.target_root:
         raise UserError("--target-root is not set (nor SCI2I_TARGET_ROOT): pass the Cityscapes root folder")

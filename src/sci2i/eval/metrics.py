@@ -21,14 +21,15 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from sci2i.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13_TRAIN_IDS, SYNTHIA16_TRAIN_IDS
+from sci2i.labels import (
+    CLASS_NAMES, CLASS_SETS, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13_TRAIN_IDS, SYNTHIA16_TRAIN_IDS,
+)
 
 #: Column headers in the paper's table order (trainId order), abbreviated as in UDA papers.
 SHORT_NAMES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "light", "sign", "veg", "terrain",
     "sky", "person", "rider", "car", "truck", "bus", "train", "mbike", "bike",
 )
-CLASS_SETS = ("cityscapes19", "synthia16")
 
 
 class ConfusionMatrix:
