@@ -59,6 +59,17 @@ def _suggest(key: str) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+def _section_keys(cls: Any = Config, prefix: str = "") -> set[str]:
+    """Keys whose value is a section of the schema (a dataclass: ``seg``, ``data``, ...)."""
+    out: set[str] = set()
+    for f in fields(cls):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            out.add(f"{prefix}{f.name}")
+            out |= _section_keys(type(default), f"{prefix}{f.name}.")
+    return out
+
+
 def _check_keys(tree: Any, origin: str, prefix: str = "") -> None:
     valid = set(_all_keys())
     if not isinstance(tree, dict):
@@ -67,6 +78,12 @@ def _check_keys(tree: Any, origin: str, prefix: str = "") -> None:
         key = f"{prefix}{k}"
         if key not in valid:
             raise ConfigError(f"unknown config key '{key}' in {origin}.{_suggest(key)}")
+        if key in _section_keys() and not isinstance(v, dict):
+            raise ConfigError(
+                f"'{key}' in {origin} must be a mapping of its keys (e.g. {key}: {{steps: 100}} "
+                f"in YAML, or {key}.KEY=VALUE on the command line); got "
+                f"{'nothing' if v is None else type(v).__name__ + ' ' + repr(v)}"
+            )
         if isinstance(v, dict) and key not in _mapping_keys():
             _check_keys(v, origin, key + ".")
 
@@ -249,9 +266,33 @@ def validate(cfg: Config) -> None:
         raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
     if not cfg.model.head_lr_mult > 0:
         raise ConfigError(f"'model.head_lr_mult' must be > 0; got {cfg.model.head_lr_mult}")
+    for key in ("seg.betas", "i2i.betas"):
+        betas = list(_get(cfg, key))
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"'{key}' must be Adam's two betas [beta1, beta2], each in [0, 1); got {betas}")
+    _check_device(cfg.perf.device)
     sig = list(cfg.seg.blur_sigma)
     if len(sig) != 2 or not 0.0 <= sig[0] <= sig[1]:
         raise ConfigError(f"'seg.blur_sigma' must be [min, max] with 0 <= min <= max; got {sig}")
+
+
+def _check_device(name: str) -> None:
+    """``perf.device``: auto, cpu, cuda or cuda:N, and a CUDA device only where there is one."""
+    import re
+
+    if name in ("auto", "cpu"):
+        return
+    m = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if m is None:
+        raise ConfigError(f"'perf.device' must be auto, cpu, cuda or cuda:N; got '{name}'")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"'perf.device' is {name} but no CUDA device is available here (PyTorch "
+                          f"{torch.__version__}); use perf.device=cpu or perf.device=auto")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise ConfigError(f"'perf.device' is {name} but this machine has {torch.cuda.device_count()} "
+                          f"CUDA device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -135,7 +135,8 @@ class Pipeline:
         barrier()
         self.cfg = cfg = steps.ensure_toycity(cfg)  # the other ranks find it complete
         steps.check_data(cfg)
-        self.rundir = RunDir(cfg, self.out, enabled=is_main_process())
+        # wait=True: a second `sci2i run` on this folder waits for the first, then finds its phases done
+        self.rundir = RunDir(cfg, self.out, enabled=is_main_process(), wait=True)
         data_fp = fingerprint(cfg.data, cfg.run.seed)
 
         # (a) warm-up: M0

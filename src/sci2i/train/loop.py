@@ -1,10 +1,16 @@
 """Utilities every training loop shares: interruption, divergence guard, precision, optimisers.
 
 * :class:`GracefulStop` turns SIGINT/SIGTERM into a flag; the loop checkpoints and returns, so
-  pre-emption loses nothing but the step in flight. A second signal exits at once.
+  pre-emption loses nothing but the step in flight. The signal usually comes to the whole
+  process group (Slurm, systemd, ``kill -- -PGID``, Ctrl-C) and more than once (torchrun passes
+  it on to its workers too): DataLoader workers ignore it (:func:`ignore_stop_signals`, their
+  ``worker_init_fn``) and repeats within ``GRACE_S`` seconds change nothing, so the checkpoint is
+  still written; a signal after that exits at once.
 * :class:`NonFiniteGuard` skips a step whose loss or gradient norm is not finite (a logged
   warning) and stops the run with :class:`DivergenceError` after ``max_consecutive`` in a row;
-  the last good checkpoint stays on disk.
+  the last good checkpoint stays on disk, and no checkpoint is written while a streak of
+  non-finite steps is going on (:attr:`NonFiniteGuard.in_streak`). The streak is part of the
+  checkpoint (:meth:`NonFiniteGuard.state_dict`), so resuming does not reset it.
 * :class:`AmpContext` is autocast + GradScaler as ``cfg.perf.amp`` asks (bf16 on capable GPUs,
   fp16 with a scaler otherwise, plain fp32 on CPU so tests stay exact).
 * :func:`make_optimizer` is Adam, fused on CUDA or foreach elsewhere, when ``perf.fused_optim``.
@@ -20,6 +26,7 @@ import logging
 import math
 import signal
 import threading
+import time
 from typing import Iterable
 
 import torch
@@ -32,22 +39,52 @@ log = logging.getLogger("sci2i")
 
 
 class DivergenceError(RuntimeError):
-    """Too many consecutive non-finite steps: the run stops, its last good checkpoint is kept."""
+    """Too many consecutive non-finite steps: the run stops, its last good checkpoint is kept.
+
+    The CLI prints the message without a traceback and exits with 3.
+    """
+
+
+#: Seconds after a first stop signal during which further signals are taken for repeats.
+GRACE_S = 60.0
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:  # noqa: ARG001
+    """In a DataLoader worker: SIGINT/SIGTERM are the main process's to handle.
+
+    A signal to the process group reaches the workers too; one that died of it would make the
+    main process fail ("DataLoader worker … killed by signal") before it could checkpoint. The
+    workers still end: the main process shuts them down, and they exit when it dies.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class GracefulStop:
-    """Context manager: SIGINT/SIGTERM set ``requested``; the training loop polls it each step."""
+    """Context manager: SIGINT/SIGTERM set ``requested``; the training loop polls it each step.
 
-    def __init__(self) -> None:
+    Signals within ``grace_s`` seconds of the first are repeats (the same stop sent to a process
+    group and forwarded by torchrun, or an impatient second Ctrl-C) and are only logged, so the
+    stop checkpoint is still written; one later than that raises KeyboardInterrupt (exit 130
+    without a new checkpoint).
+    """
+
+    def __init__(self, grace_s: float = GRACE_S) -> None:
         self.requested = False
+        self.grace_s = grace_s
+        self._first = 0.0
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested:  # second signal: stop now
-            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        if self.requested:
+            if time.monotonic() - self._first > self.grace_s:
+                raise KeyboardInterrupt  # asked again long after: stop now
+            log.warning("received %s again: still finishing this step and writing the checkpoint", name)
+            return
         self.requested = True
-        log.warning("received %s: finishing this step, writing a checkpoint, then stopping",
-                    signal.Signals(signum).name)
+        self._first = time.monotonic()
+        log.warning("received %s: finishing this step, writing a checkpoint, then stopping", name)
 
     def __enter__(self) -> "GracefulStop":
         if threading.current_thread() is threading.main_thread():
@@ -69,12 +106,21 @@ class NonFiniteGuard:
         self.name = name
         self.consecutive = 0
         self.skipped_total = 0
+        self.streak_start = -1  # first step of the current streak of non-finite steps
+
+    @property
+    def in_streak(self) -> bool:
+        """The last step was skipped: the weights may be on their way out; write no checkpoint."""
+        return self.consecutive > 0
 
     def step_ok(self, step: int, *values: torch.Tensor) -> bool:
         finite = torch.stack([v.detach().float().reshape(()) for v in values]).isfinite().all()
         if bool(finite):  # the one synchronisation per step
             self.consecutive = 0
+            self.streak_start = -1
             return True
+        if self.consecutive == 0:
+            self.streak_start = step
         self.consecutive += 1
         self.skipped_total += 1
         log.warning("%sstep %d: non-finite loss or gradient, step skipped (%d in a row, %d total)",
@@ -82,10 +128,21 @@ class NonFiniteGuard:
         if self.consecutive > self.max_consecutive:
             raise DivergenceError(
                 f"{self.name or 'training'} diverged: {self.consecutive} consecutive non-finite "
-                f"steps up to step {step}. The last good checkpoint is kept; lower the learning "
-                f"rate or check the data, then resume."
+                f"steps, from step {self.streak_start} to step {step}. The checkpoints written "
+                f"before step {self.streak_start} are kept; lower the learning rate or check the "
+                f"data, then resume with the changed setting (the same setting is refused: it "
+                f"would diverge again)."
             )
         return False
+
+    def state_dict(self) -> dict:
+        return {"consecutive": self.consecutive, "skipped_total": self.skipped_total,
+                "streak_start": self.streak_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.consecutive = int(state.get("consecutive", 0))
+        self.skipped_total = int(state.get("skipped_total", 0))
+        self.streak_start = int(state.get("streak_start", -1))
 
 
 def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
@@ -170,3 +227,57 @@ def to_float(values: dict) -> dict:
 
 def is_finite_number(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# ----------------------------------------------------------------------------- divergence record
+#: Written into the run directory when a run stops with DivergenceError.
+DIVERGED_NAME = "DIVERGED.json"
+
+
+def record_divergence(run_path, error: DivergenceError, streak_start: int, config_yaml: str,
+                      checkpoints) -> None:
+    """After a divergence: ``DIVERGED.json`` in the run folder, checkpoints from the streak set aside.
+
+    A checkpoint at step ``streak_start`` or later holds the weights whose steps were not
+    finite; it is renamed ``step_….pt.diverged`` (kept for inspection, never resumed from).
+    """
+    import json
+    from pathlib import Path
+
+    for step, path in checkpoints.list():
+        if step >= streak_start:
+            path.replace(path.with_name(path.name + ".diverged"))
+    marker = Path(run_path) / DIVERGED_NAME
+    marker.write_text(json.dumps({"message": str(error), "streak_start": streak_start,
+                                  "config": config_yaml}, indent=2) + "\n")
+
+
+def check_divergence_before_resume(run_path, config_yaml: str, resume_hint: str) -> bool:
+    """Refuse to resume a diverged run with the setting that diverged; True if it had diverged.
+
+    With a changed configuration the run may go on from its last checkpoint before the
+    non-finite steps (the others were set aside by :func:`record_divergence`); the record is
+    then removed, after logging what happened.
+    """
+    import json
+    from pathlib import Path
+
+    marker = Path(run_path) / DIVERGED_NAME
+    if not marker.is_file():
+        return False
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        record = {}
+    message = record.get("message", "the run diverged")
+    if record.get("config") == config_yaml or not record:
+        raise DivergenceError(
+            f"this run stopped earlier because it diverged ({message.rstrip('.')}). Resuming "
+            f"with the same configuration would repeat the non-finite steps, so it is refused: "
+            f"{resume_hint}, or start a new run in another folder. (To resume unchanged anyway, "
+            f"delete {marker}.)"
+        )
+    log.warning("this run diverged earlier (%s); resuming from its last checkpoint before step %s "
+                "with the changed configuration", message.rstrip("."), record.get("streak_start"))
+    marker.unlink()
+    return True

@@ -71,12 +71,15 @@ from sci2i.train.class_prior import ClassPrior
 from sci2i.train.ema import ema_update, make_ema, unwrap
 from sci2i.train.loop import (
     AmpContext,
+    DivergenceError,
     GracefulStop,
     NonFiniteGuard,
+    check_divergence_before_resume,
     clip_grad_norm,
     configure_backends,
     make_optimizer,
     prepare_model,
+    record_divergence,
     to_float,
 )
 from sci2i.train.perturb import Perturbation
@@ -217,6 +220,9 @@ class MeanTeacherTrainer:
                             if cfg.seg.con_align else None)
         self.checkpoints = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
         self.step = 0
+        # An evaluation due at ``step`` that a stop signal put off: the resumed run does it first,
+        # so that it draws the random numbers the uninterrupted run drew (exact resumption).
+        self.eval_due = False
         self.streams: dict[str, SampleStream] = {}
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
@@ -335,6 +341,8 @@ class MeanTeacherTrainer:
             "optimizer": self.optimizer.state_dict(),
             "amp": self.amp.state_dict(),
             "step": self.step,
+            "eval_due": self.eval_due,
+            "guard": self.guard.state_dict(),
             "consumed": {k: v.consumed for k, v in self.streams.items()},
             "rng": rng_state(),
             "config": to_yaml(self.cfg),
@@ -348,6 +356,8 @@ class MeanTeacherTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.amp.load_state_dict(state.get("amp", {}))
         self.step = int(state["step"])
+        self.eval_due = bool(state.get("eval_due", False))
+        self.guard.load_state_dict(state.get("guard", {}))
         if self.class_prior is not None and "class_prior" in state:
             self.class_prior.load_state_dict(state["class_prior"])
         set_rng_state(state["rng"])
@@ -361,14 +371,24 @@ class MeanTeacherTrainer:
             log.info("checkpoint %s", path)
         barrier()
 
+    def _save_unless_diverging(self) -> None:
+        """A checkpoint, except in a streak of non-finite steps (its weights may be blowing up)."""
+        if self.guard.in_streak:
+            log.warning("step %d: no checkpoint written, %d non-finite steps in a row", self.step,
+                        self.guard.consecutive)
+            return
+        self.save_checkpoint()
+
     def resume(self) -> bool:
+        check_divergence_before_resume(self.run.path, to_yaml(self.cfg),
+                                       "resume with a lower learning rate (e.g. --resume seg.lr=…)")
         # on the CPU: RNG states must stay CPU tensors; load_state_dict copies to the device.
-        state = self.checkpoints.load_latest(map_location="cpu")
-        if state is None:
+        found = self.checkpoints.load_newest(map_location="cpu")
+        if found is None:
             log.info("no checkpoint in %s: starting from step 0", self.checkpoints.folder)
             return False
-        self.load_state_dict(state)
-        log.info("resumed from step %d", self.step)
+        self.load_state_dict(found[0])
+        log.info("resumed from step %d (%s)", self.step, found[1])
         return True
 
     # -- evaluation & logging --------------------------------------------------------
@@ -423,30 +443,41 @@ class MeanTeacherTrainer:
 
             bar = tqdm(total=total_steps, initial=self.step, desc="train-seg", dynamic_ncols=True)
         stopped = False
-        with GracefulStop() as stop:
-            while self.step < total_steps:
-                parts = self.train_step()
-                self._accumulate(parts)
-                self.step += 1
-                if bar is not None:
-                    bar.update(1)
-                if self.step % cfg.seg.log_every == 0 or self.step == total_steps:
-                    self._flush_log(bar)
-                if stop.requested:
-                    stopped = True
-                    break
-                saved = self.step % cfg.run.checkpoint_every == 0 and self.step < total_steps
-                if saved:
-                    self.save_checkpoint()
-                if cfg.seg.eval_every > 0 and self.step % cfg.seg.eval_every == 0 and self.step < total_steps:
-                    self.evaluate()
-                    if saved:  # again: the evaluation drew random numbers (its data loader's
-                        self.save_checkpoint()  # seed), and a resumed run must draw what follows
-        if bar is not None:
-            bar.close()
-        for stream in self.streams.values():
-            stream.close()  # stop the loader workers before evaluation starts its own
-        self.save_checkpoint()
+        if self.eval_due:  # put off by the stop that ended the previous run
+            self.evaluate()
+            self.eval_due = False
+        try:
+            with GracefulStop() as stop:
+                while self.step < total_steps:
+                    parts = self.train_step()
+                    self._accumulate(parts)
+                    self.step += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if self.step % cfg.seg.log_every == 0 or self.step == total_steps:
+                        self._flush_log(bar)
+                    eval_due = (cfg.seg.eval_every > 0 and self.step % cfg.seg.eval_every == 0
+                                and self.step < total_steps)
+                    if stop.requested:
+                        self.eval_due = eval_due  # done first by the resumed run
+                        stopped = True
+                        break
+                    # One checkpoint per step, after everything the step's state depends on: the
+                    # evaluation draws random numbers (its data loader's seed), so it comes first.
+                    if eval_due:
+                        self.evaluate()
+                    if self.step % cfg.run.checkpoint_every == 0 and self.step < total_steps:
+                        self._save_unless_diverging()
+        except DivergenceError as e:
+            if is_main_process():
+                record_divergence(self.run.path, e, self.guard.streak_start, to_yaml(cfg), self.checkpoints)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            for stream in self.streams.values():
+                stream.close()  # stop the loader workers before evaluation starts its own
+        self._save_unless_diverging()
         if stopped:
             log.warning("stopped at step %d; continue with --resume", self.step)
             return {"stopped": True, "step": self.step, "run_dir": self.run.path}
