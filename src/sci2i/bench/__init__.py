@@ -41,7 +41,7 @@ PHASES = ("seg", "i2i", "data")
 @dataclass
 class BenchOptions:
     phases: tuple[str, ...] = PHASES
-    profile: str = "auto"  # "paper" | "toycity" | "auto" (paper on CUDA, toycity on CPU)
+    profile: str = "auto"  # "paper" | "paper-r101" | "toycity" | "auto" (paper on CUDA, toycity on CPU)
     device: str = "auto"
     batch: Optional[int] = None  # default: the profile's seg/i2i batch size
     crop: Optional[int] = None  # default: the profile's data.crop_size

@@ -17,10 +17,12 @@
 * ``seg-forward`` (``--compare`` only): the student's forward+backward on the three inputs as
   three separate passes (baseline) vs one concatenated pass (what the trainer does).
 
-Weights are random (no download). Profiles (:data:`PROFILES`): ``paper`` = the
-``gta5-cityscapes`` preset (VGG16, 384² crops); ``toycity`` = the ``toycity-seg`` and
-``toycity-i2i`` presets (the CPU demo's sizes: EfficientNet-Lite0, 256×128 images, 128²
-crops), or the equivalent overrides below if the package has no such presets.
+Weights are random (no download). Profiles (:func:`get_profile`): ``paper`` = the
+``gta5-cityscapes`` preset (VGG16, 384² crops); ``paper-r101`` = ``gta5-cityscapes-r101``
+(DeepLab-v2 ResNet-101 segmenter; the I2I step is the paper's, D keeps its VGG16 trunk);
+``toycity`` = the ``toycity-seg`` and ``toycity-i2i`` presets (the CPU demo's sizes:
+EfficientNet-Lite0, 256×128 images, 128² crops), or the equivalent overrides below if the
+package has no such presets.
 """
 
 from __future__ import annotations
@@ -69,9 +71,12 @@ def _toycity_profile() -> Profile:
 def get_profile(name: str) -> Profile:
     if name == "paper":
         return Profile("paper", {"seg": "gta5-cityscapes"}, ("data.target_extra_dirs=[]",), (2048, 1024))
+    if name == "paper-r101":
+        return Profile("paper-r101", {"seg": "gta5-cityscapes-r101"}, ("data.target_extra_dirs=[]",),
+                       (2048, 1024))
     if name == "toycity":
         return _toycity_profile()
-    raise ValueError(f"unknown bench profile {name!r}: 'paper' or 'toycity'")
+    raise ValueError(f"unknown bench profile {name!r}: 'paper', 'paper-r101' or 'toycity'")
 
 
 #: Random init everywhere: the bench downloads and reads no weights.

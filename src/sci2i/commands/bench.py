@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--phase", type=_phases, default=("seg", "i2i", "data"),
                    help="comma-separated: seg, i2i, data, seg-forward, or all (default: all)")
-    p.add_argument("--profile", choices=["auto", "paper", "toycity"], default="auto",
-                   help="paper: gta5-cityscapes preset (VGG16, 384 crops); toycity: the CPU demo's sizes "
+    p.add_argument("--profile", choices=["auto", "paper", "paper-r101", "toycity"], default="auto",
+                   help="paper: gta5-cityscapes preset (VGG16, 384 crops); paper-r101: gta5-cityscapes-r101 "
+                        "(DeepLab-v2 ResNet-101 segmenter); toycity: the CPU demo's sizes "
                         "(EfficientNet-Lite0); auto: paper on CUDA, toycity on CPU")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--batch", type=int, default=None, help="images per domain per step (default: the profile's)")

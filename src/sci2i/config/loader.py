@@ -185,7 +185,7 @@ def load_config(preset_or_yaml: str | None = None, overrides: Iterable[str] = ()
 _CHOICES = {
     "data.source_format": ("gta5", "synthia"),
     "data.class_set": ("cityscapes19", "synthia16"),
-    "model.backbone": ("vgg16", "efficientnet_lite0"),
+    "model.backbone": ("vgg16", "efficientnet_lite0", "resnet101"),
     "discriminator.trunk": ("vgg16", "efficientnet_lite0"),
     "i2i.gan_loss": ("lsgan", "sgan"),
     "i2i.pseudo_labels": ("precomputed", "online"),
@@ -261,6 +261,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"'model.output_stride' must be one of {', '.join(map(str, strides))} for backbone "
             f"'{cfg.model.backbone}'; got {cfg.model.output_stride}"
+        )
+    if cfg.model.backbone == "resnet101" and not cfg.model.freeze_bn:
+        raise ConfigError(
+            "'model.freeze_bn' must stay true for backbone 'resnet101': DeepLab-v2 ResNet-101 keeps "
+            "every BatchNorm frozen, statistics and affine (sci2i.models.resnet)"
         )
     if len(cfg.model.aspp_rates) != 4:
         raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
