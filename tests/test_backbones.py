@@ -114,3 +114,23 @@ def test_input_norm_conventions():
     assert caffe[0, 2, 0, 0].item() == pytest.approx(255.0 - 123.68)  # red lands last (BGR)
     tfl = InputNorm("tf_lite")(x)
     assert tfl[0, 0, 0, 0].item() == pytest.approx((255.0 - 127.0) / 128.0)
+
+
+def test_torchvision_state_dict_fills_deeplab_backbone_and_fc_head_starts_at_random(vgg_file):
+    """fc6/fc7 take nothing from the file (random, as AdaptSegNet): the same seed gives the
+    same fc6/fc7 with and without the weights, and every backbone conv is the file's."""
+    from sci2i.models.deeplab import DeepLabV2
+
+    path, state = vgg_file
+    torch.manual_seed(7)
+    loaded = DeepLabV2("vgg16", str(path), head="fc_aspp")
+    torch.manual_seed(7)
+    scratch = DeepLabV2("vgg16", "", head="fc_aspp")
+    for idx in TORCHVISION_VGG16_CONVS:
+        assert torch.equal(loaded.backbone.features[idx].weight, state[f"features.{idx}.weight"])
+        assert torch.equal(loaded.backbone.features[idx].bias, state[f"features.{idx}.bias"])
+    for name in ("fc6", "fc7"):
+        assert torch.equal(getattr(loaded.fc, name).weight, getattr(scratch.fc, name).weight)
+    # not a conversion of classifier.0 either: DeepLab's would be its rows 0, 4, ... reshaped
+    fc6_from_fc = state["classifier.0.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3]
+    assert not torch.allclose(loaded.fc.fc6.weight, fc6_from_fc)

@@ -1,4 +1,5 @@
-"""DeepLab-v2 contracts: ASPP sums all four branches, output size, BN freezing, param groups."""
+"""DeepLab-v2 contracts: ASPP sums all four branches, the fc6/fc7 head of VGG16 DeepLab-v2,
+output size, BN freezing, param groups."""
 
 import pytest
 import torch
@@ -74,7 +75,7 @@ def test_param_groups_head_lr_multiplier(lite):
     groups = lite.param_groups(1e-4, head_lr_mult=10.0)
     by_name = {g["name"]: g for g in groups}
     assert by_name["backbone"]["lr"] == pytest.approx(1e-4)
-    assert by_name["classifier"]["lr"] == pytest.approx(1e-3)
+    assert by_name["head"]["lr"] == pytest.approx(1e-3)
     n_params = sum(len(g["params"]) for g in groups)
     assert n_params == len([p for p in lite.parameters() if p.requires_grad])
 
@@ -90,7 +91,7 @@ def test_linear_probe_resets_and_trains_only_the_classifier():
     m(torch.rand(1, 3, 32, 32)).logsumexp(1).mean().backward()
     assert all(p.grad is None for p in m.backbone.parameters())
     assert all(p.grad is not None for p in m.classifier.parameters())
-    assert [g["name"] for g in m.param_groups(1e-3)] == ["classifier"]
+    assert [g["name"] for g in m.param_groups(1e-3)] == ["head"]
 
 
 def test_vgg16_deeplab_output_stride_8():
@@ -122,3 +123,102 @@ def test_vgg16_refuses_output_stride_16():
 
     with pytest.raises(UserError, match="model.output_stride=16"):
         DeepLabV2("vgg16", "", output_stride=16)
+
+
+# ----------------------------------------------------------------------------- fc6/fc7 head
+# AdaptSegNet's DeeplabVGG (model/deeplab_vgg.py, Tsai et al. 2018; used by BDL and the
+# paper's VGG16 peers): VGG16 without pool4/pool5, conv5 dilated by 2, fc6 = 3x3 conv 512->1024
+# dilation 4, fc7 = 3x3 conv 1024->1024 dilation 4 (each with ReLU), ASPP on 1024 channels.
+VGG16_CONV_PARAMS = 14_714_688  # the 13 convolutions of torchvision's vgg16 (features.*)
+FC6_PARAMS = 512 * 1024 * 9 + 1024
+FC7_PARAMS = 1024 * 1024 * 9 + 1024
+
+
+def _aspp_params(in_ch: int, classes: int) -> int:
+    return 4 * (in_ch * classes * 9 + classes)
+
+
+@pytest.fixture(scope="module")
+def vgg_fc() -> DeepLabV2:
+    torch.manual_seed(0)
+    return DeepLabV2("vgg16", "", num_classes=19, head="fc_aspp").eval()
+
+
+def test_vgg16_fc_aspp_layer_list_and_dilations(vgg_fc):
+    from torch import nn
+
+    feats = vgg_fc.backbone.features
+    convs = [(i, m) for i, m in enumerate(feats) if isinstance(m, nn.Conv2d)]
+    assert [i for i, _ in convs] == [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]  # torchvision's indices
+    assert [m.dilation[0] for _, m in convs] == [1] * 10 + [2, 2, 2]  # conv5 dilated by 2
+    assert [m.padding[0] for _, m in convs] == [1] * 10 + [2, 2, 2]
+    pools = [i for i, m in enumerate(feats) if isinstance(m, nn.MaxPool2d)]
+    assert pools == [4, 9, 16]  # pool1-3 only: pool4 (index 23) is removed
+    assert isinstance(feats[23], nn.Identity) and len(feats) == 30  # ... and pool5 (index 30)
+    fc6, fc7 = vgg_fc.fc.fc6, vgg_fc.fc.fc7
+    assert (fc6.in_channels, fc6.out_channels, fc6.kernel_size, fc6.dilation, fc6.padding) == (512, 1024, (3, 3), (4, 4), (4, 4))
+    assert (fc7.in_channels, fc7.out_channels, fc7.kernel_size, fc7.dilation, fc7.padding) == (1024, 1024, (3, 3), (4, 4), (4, 4))
+    aspp = vgg_fc.classifier
+    assert [c.in_channels for c in aspp.branches] == [1024] * 4
+    assert [c.dilation[0] for c in aspp.branches] == [6, 12, 18, 24]
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        assert vgg_fc.backbone(x).shape == (1, 512, 6, 8)
+        assert vgg_fc.features(x).shape == (1, 1024, 6, 8)
+        assert (vgg_fc.features(x) >= 0).all()  # fc7's ReLU
+        assert vgg_fc(x).shape == (1, 19, 48, 64)
+
+
+def test_vgg16_parameter_counts_of_both_heads(vgg_fc):
+    n_fc = sum(p.numel() for p in vgg_fc.parameters())
+    assert n_fc == VGG16_CONV_PARAMS + FC6_PARAMS + FC7_PARAMS + _aspp_params(1024, 19) == 29_573_004
+    lean = DeepLabV2("vgg16", "", num_classes=19, head="aspp")
+    assert sum(p.numel() for p in lean.parameters()) == VGG16_CONV_PARAMS + _aspp_params(512, 19) == 15_064_972
+    assert sum(p.numel() for p in lean.backbone.parameters()) == VGG16_CONV_PARAMS
+
+
+def test_fc_head_builds_on_any_backbone_width_and_is_probed_frozen():
+    torch.manual_seed(3)
+    m = DeepLabV2("efficientnet_lite0", "", num_classes=5, aspp_rates=(1, 2, 3, 4), head="fc_aspp")
+    assert m.fc.fc6.in_channels == m.backbone.out_channels
+    groups = {g["name"]: g for g in m.param_groups(1e-5, head_lr_mult=1.0)}
+    fc_ids = {id(p) for p in m.fc.parameters()}
+    assert fc_ids <= {id(p) for p in groups["head"]["params"]}  # new layers train with the head
+    assert groups["head"]["lr"] == groups["backbone"]["lr"] == pytest.approx(1e-5)
+    m.reset_classifier()
+    m.freeze_backbone()
+    m.train()
+    m(torch.rand(1, 3, 32, 32)).logsumexp(1).mean().backward()
+    assert all(p.grad is None for p in [*m.backbone.parameters(), *m.fc.parameters()])
+    assert all(p.grad is not None for p in m.classifier.parameters())
+
+
+def test_unknown_head_is_a_user_error():
+    from sci2i.errors import UserError
+
+    with pytest.raises(UserError, match="model.head"):
+        DeepLabV2("efficientnet_lite0", "", head="fc8")
+
+
+def test_fc_aspp_round_trips_through_saved_weights(tmp_path):
+    from sci2i.segmenter import load_segmenter, save_segmenter
+
+    torch.manual_seed(4)
+    m = DeepLabV2("efficientnet_lite0", "", num_classes=19, aspp_rates=(1, 2, 3, 4),
+                  output_stride=16, head="fc_aspp").eval()
+    loaded = load_segmenter(save_segmenter(m, tmp_path / "teacher.safetensors"))
+    assert loaded.head_name == "fc_aspp"
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
+def test_paper_presets_build_the_fc_head_at_one_learning_rate():
+    from sci2i.config import load_config
+
+    for preset in ("gta5-cityscapes", "synthia-cityscapes"):
+        cfg = load_config(preset, ["model.weights=", "discriminator.trunk_weights="])
+        assert cfg.model.head == "fc_aspp" and cfg.model.head_lr_mult == 1.0
+        assert cfg.seg.ema_warmup is False and cfg.data.flip is False
+    toy = load_config("toycity")
+    assert toy.model.head == "aspp"

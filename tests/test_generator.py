@@ -101,6 +101,24 @@ def test_adain_sets_per_channel_statistics_from_style():
     assert torch.allclose(y.std(dim=(2, 3), unbiased=False), torch.tensor([[2.0, 1.0, 0.5]]), atol=1e-3)
 
 
+def test_adain_at_init_is_styled_as_in_stylegan():
+    """At initialisation γ, β = A·w / sqrt(d) with A ~ N(0, 1) (equalised lr, bias 0): per
+    channel γ ~ N(0, rms(w)²), so the style already rescales each channel (StyleGAN's
+    ``x · (1 + γ) + β``); only w = 0 gives the plain instance norm."""
+    torch.manual_seed(0)
+    ada = AdaIN(512, style_dim=512)
+    w = torch.randn(1, 512)
+    w = w / w.pow(2).mean().sqrt()  # rms(w) = 1
+    gamma, beta = ada.affine(w).chunk(2, dim=1)
+    assert 0.9 < gamma.std().item() < 1.1 and 0.9 < beta.std().item() < 1.1
+    x = torch.randn(2, 512, 4, 4) * 3 + 1
+    inorm = torch.nn.functional.instance_norm(x, eps=ada.eps)
+    y = ada(x, w.expand(2, -1))
+    torch.testing.assert_close(y, inorm * (1 + gamma.view(1, -1, 1, 1)) + beta.view(1, -1, 1, 1))
+    assert (y - inorm).abs().max() > 1.0
+    torch.testing.assert_close(ada(x, torch.zeros(2, 512)), inorm)
+
+
 def test_every_layer_has_learned_scale_and_bias():
     g = Generator(TINY)
     names = [n for n, _ in g.named_parameters()]

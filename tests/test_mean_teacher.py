@@ -90,6 +90,26 @@ def test_objective_uses_the_configured_consistency_distance():
     assert not torch.allclose(mse["con"], ce["con"])
 
 
+def test_phase_c_step_computes_eq11_over_both_sets(data, tmp_path, monkeypatch):
+    """The trainer hands the x_s / G(x_s) split to Eq. 11 (a sum of per-set means)."""
+    import sci2i.train.mean_teacher as mt
+
+    calls = []
+
+    def spy(logits, target, set_sizes=None, num_sets=None):
+        calls.append((tuple(set_sizes), num_sets))
+        return mt_source_ce(logits, target, set_sizes, num_sets)
+
+    mt_source_ce = mt.source_cross_entropy
+    monkeypatch.setattr(mt, "source_cross_entropy", spy)
+    cfg = _cfg(data, "seg.steps=2", f"seg.translated_root={data / 'translated'}", "seg.batch_size=2")
+    seed_everything(0, True)
+    trainer = MeanTeacherTrainer(cfg, RunDir(cfg, tmp_path / "r"), torch.device("cpu"), progress=False)
+    trainer.open_streams()
+    trainer.train_step()
+    assert calls == [((1, 1), 2)]
+
+
 def test_nothing_supervised_is_refused(data, tmp_path):
     with pytest.raises(ConfigError, match="nothing supervises"):
         train_segmentation(_cfg(data, "seg.lambda_src=0"), tmp_path / "r", progress=False)

@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from sci2i.losses.consistency import consistency_loss
-from sci2i.losses.segmentation import cross_entropy, reverse_cross_entropy, symmetric_cross_entropy
+from sci2i.losses.segmentation import (
+    cross_entropy,
+    reverse_cross_entropy,
+    source_cross_entropy,
+    symmetric_cross_entropy,
+)
 from sci2i.train.ema import ema_update, make_ema
 from sci2i.train.perturb import Perturbation
 from sci2i.train.schedules import ema_decay_at, exponential_lr, lambda_con_at, linear_ramp
@@ -183,3 +188,49 @@ def test_unknown_consistency_loss_is_a_config_error():
 
     with pytest.raises(ConfigError, match="seg.con_loss"):
         load_config(None, ["seg.con_loss=kl"])
+
+
+def _eq11_batch():
+    """x_s: 1 valid pixel of 4, CE ln 2 (logits 0, 0); G(x_s): 4 valid pixels, CE ln(4/3) each
+    (logits ln 3, 0 at label 0: p = 3/4)."""
+    logits = torch.zeros(2, 2, 2, 2)
+    logits[1, 0] = math.log(3)
+    target = torch.tensor([[[0, 255], [255, 255]], [[0, 0], [0, 0]]])
+    return logits, target
+
+
+def test_eq11_is_the_sum_of_per_set_means():
+    logits, target = _eq11_batch()
+    eq11 = math.log(2) + math.log(4 / 3)  # 0.98083: CE(F_S(x_s), y_s) + CE(F_S(G(x_s)), y_s)
+    pooled = (math.log(2) + 4 * math.log(4 / 3)) / 5  # 0.36883: one CE over the 5 pixels
+    got = source_cross_entropy(logits, target, set_sizes=(1, 1), num_sets=2)
+    assert got.item() == pytest.approx(eq11, rel=1e-6)
+    assert cross_entropy(logits, target).item() == pytest.approx(pooled, rel=1e-6)
+    # phase (a): one set, the plain CE
+    assert source_cross_entropy(logits[:1], target[:1]).item() == pytest.approx(math.log(2), rel=1e-6)
+    # a step holding only x_s (odd batch, alternating split) stands for both sets
+    assert source_cross_entropy(logits[:1], target[:1], (1, 0), 2).item() == pytest.approx(2 * math.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match="do not split"):
+        source_cross_entropy(logits, target, (1, 2))
+
+
+def test_mean_teacher_objective_computes_eq11_per_set():
+    from sci2i.train.mean_teacher import mean_teacher_objective
+
+    logits, target = _eq11_batch()
+    total, parts = mean_teacher_objective(logits, target, None, None, None, 1.0, 0.0, 0.0,
+                                          src_set_sizes=(1, 1), num_src_sets=2)
+    assert parts["seg_src"].item() == pytest.approx(math.log(2) + math.log(4 / 3), rel=1e-6)
+    torch.testing.assert_close(total, parts["seg_src"])
+
+
+def test_source_set_count_per_phase(tmp_path):
+    from sci2i.config import load_config
+    from sci2i.train.mean_teacher import source_set_count
+
+    assert source_set_count(load_config(None, [])) == 1  # phase (a): x_s
+    assert source_set_count(load_config(None, [f"seg.translated_root={tmp_path}"])) == 2  # (c)
+    only_translated = [f"seg.translated_root={tmp_path}", "seg.translated_fraction=1"]
+    assert source_set_count(load_config(None, only_translated)) == 1
+    oracle = ["seg.lambda_src=0", "seg.lambda_con=0", "seg.lambda_trg_sup=1"]
+    assert source_set_count(load_config(None, oracle)) == 0

@@ -85,7 +85,7 @@ def linear_probe(weights: str | Path, cfg: Config, out_dir: str | Path, progress
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
         with torch.no_grad():
-            feats = model.backbone(images)
+            feats = model.features(images)  # backbone (and fc6/fc7): frozen
         logits = F.interpolate(model.classifier(feats), size=images.shape[-2:], mode="bilinear",
                                align_corners=False)
         loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)

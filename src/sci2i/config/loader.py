@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sci2i.config.schema import ALIGN_PRIORS, CON_LOSSES, CON_MIXES, OUTPUT_STRIDES, Config
+from sci2i.config.schema import ALIGN_PRIORS, CON_LOSSES, CON_MIXES, OUTPUT_STRIDES, SEG_HEADS, Config
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -185,6 +185,7 @@ def load_config(preset_or_yaml: str | None = None, overrides: Iterable[str] = ()
 _CHOICES = {
     "data.source_format": ("gta5", "synthia"),
     "data.class_set": ("cityscapes19", "synthia16"),
+    "model.head": SEG_HEADS,
     "model.backbone": ("vgg16", "efficientnet_lite0", "resnet101"),
     "discriminator.trunk": ("vgg16", "efficientnet_lite0"),
     "i2i.gan_loss": ("lsgan", "sgan"),

@@ -1,7 +1,9 @@
 """Supervised segmentation losses (L_seg of Eqs. 1 and 11), ignoring label 255.
 
 Paper -> code: ``L_seg`` (softmax cross-entropy) -> :func:`cross_entropy`; ``SCE`` (Eq. 1,
-the pseudo-label term ``λ_pl · SCE(D_ac(x_t), ŷ_t)``) -> :func:`symmetric_cross_entropy`.
+the pseudo-label term ``λ_pl · SCE(D_ac(x_t), ŷ_t)``) -> :func:`symmetric_cross_entropy`;
+``L_FS,seg`` (Eq. 11, ``CE(F_S(x_s), y_s) + CE(F_S(G(x_s)), y_s)``) ->
+:func:`source_cross_entropy` (docs/METHOD.md, "Phases (a) and (c)").
 
 Both take ``logits`` (N, C, H, W) and integer ``target`` (N, H, W) with ``ignore_index``
 (255) marking pixels that contribute nothing, and return the mean over the valid pixels of
@@ -10,6 +12,8 @@ the whole batch (0, still attached to the graph, when no pixel is valid — inst
 """
 
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +44,34 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor,
     total = F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index, reduction="sum")
     count = (target != ignore_index).sum()
     return total / count.clamp(min=1)
+
+
+def source_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                         set_sizes: Optional[Sequence[int]] = None,
+                         num_sets: Optional[int] = None,
+                         ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """L_FS,seg of Eq. 11: ``Σ_k CE(F_S(X_k), y_s)``, one :func:`cross_entropy` per image set.
+
+    ``logits``/``target`` hold the sets one after another along the batch, ``set_sizes[k]``
+    images of set k (phase c: x_s then G(x_s); ``None`` = one set, phase a). Each set's CE is
+    the mean over its own valid pixels, and the means are added, as Eq. 11 writes it: the
+    images of a set with fewer valid pixels weigh as much as those of the other set.
+
+    A step whose batch leaves a set out (``set_sizes[k] = 0``; at an odd batch size the 50/50
+    split alternates between steps) estimates the absent set's CE by the present ones': the
+    sum over the present sets is scaled by ``num_sets / present`` (``num_sets`` = the sets of
+    the phase, default: those present), so that the expectation over steps is Eq. 11 at every
+    batch size.
+    """
+    sizes = [logits.shape[0]] if set_sizes is None else [int(n) for n in set_sizes]
+    if sum(sizes) != logits.shape[0] or min(sizes) < 0:
+        raise ValueError(f"set sizes {sizes} do not split a batch of {logits.shape[0]} images")
+    parts = [(lg, tg) for lg, tg, n in zip(logits.split(sizes), target.split(sizes), sizes) if n > 0]
+    if not parts:
+        raise ValueError("source_cross_entropy needs at least one image")
+    total = sum(cross_entropy(lg, tg, ignore_index) for lg, tg in parts)
+    present = len(parts)
+    return total * ((num_sets or present) / present)
 
 
 def reverse_cross_entropy(logits: torch.Tensor, target: torch.Tensor,

@@ -2,12 +2,19 @@
 
 ``features.{0,2,5,7,10,12,14,17,19,21,24,26,28}`` are the 13 convolutions,
 ``classifier.{0,3,6}`` the three linear layers, so torchvision's ``vgg16-397923af.pth`` loads
-strictly. Two views are built from the same module (SPEC §1):
+strictly. Two views are built from the same module (docs/METHOD.md, "Networks"):
 
 * :func:`vgg16_block3` — up to ``block3_conv3`` after its ReLU (``features[:16]``): stride 4,
   256 channels; the discriminator's frozen prior-knowledge trunk.
-* :class:`VGG16` with ``dilated=True`` — DeepLab-v2's backbone: pool4 and pool5 keep the
-  resolution (stride 1) and conv5 is dilated by 2, so the output stride is 8 with 512 channels.
+* :class:`VGG16` with ``dilated=True`` — DeepLab-v2's backbone as the VGG16 domain-adaptation
+  baselines build it (AdaptSegNet's ``DeeplabVGG``, used by BDL and the paper's VGG16 peers):
+  pool4 and pool5 are removed (``nn.Identity`` at indices 23 and 30, so every parameter keeps
+  torchvision's name) and conv5_1-conv5_3 are dilated by 2: output stride 8, 512 channels.
+  (DeepLab-v2's Caffe model keeps them as 3×3 stride-1 max-pools instead.)
+
+The fully connected layers ``classifier.*`` load with the rest (strict), but no segmentation
+network uses them: DeepLab-v2's fc6/fc7 are new dilated convolutions
+(:class:`sci2i.models.deeplab.FC67`, randomly initialised as in AdaptSegNet).
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ def _make_features(dilated: bool) -> nn.Sequential:
         if v == "M":
             pools += 1
             if dilated and pools >= 4:
-                # DeepLab-v2: pool4/pool5 with stride 1 keep output stride 8.
-                layers.append(nn.MaxPool2d(kernel_size=3, stride=1, padding=1))
+                # pool4/pool5 removed (AdaptSegNet's DeeplabVGG): output stride 8; the identity
+                # keeps the indices, hence torchvision's parameter names, of conv5.
+                layers.append(nn.Identity())
             else:
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=dilated))
         else:

@@ -15,7 +15,9 @@ P(x_t)                             ``perturb(trg images)`` (:mod:`sci2i.train.pe
                                    ``seg.con_mix=classmix`` P(x_mix), source classes pasted
                                    onto x_t (:mod:`sci2i.train.class_mix`, not in the paper)
 L_FS (Eq. 10)                      ``total`` of :func:`mean_teacher_objective`
-L_FS,seg (Eq. 11)                  ``seg_src``: CE over x_s and G(x_s) together
+L_FS,seg (Eq. 11)                  ``seg_src``: CE(x_s) + CE(G(x_s)), each the mean over its
+                                   own valid pixels
+                                   (:func:`~sci2i.losses.segmentation.source_cross_entropy`)
 L_FS,con (Eq. 12)                  ``con``: :func:`~sci2i.losses.consistency.consistency_loss`
 λ_con                              :func:`~sci2i.train.schedules.lambda_con_at`
 oracle (target-supervised)         ``seg_trg``, weight ``cfg.seg.lambda_trg_sup``
@@ -33,10 +35,13 @@ see :mod:`sci2i.models.deeplab`) this is exactly three separate forwards, only f
 Batch composition per step (:func:`batch_plan`): ``seg.batch_size`` = B source images and B
 target images. In phase (c) a fraction ``seg.translated_fraction`` (0.5: the paper's 50/50
 split) of the B source slots is drawn from G(x_s); with an odd number it alternates between
-steps (B = 1: x_s, G(x_s), x_s, ...), so the mix is exact over any two steps. Eq. 11 sums the
-CE of the two kinds of images; we take the CE mean over all source pixels of the step, which
-for a 50/50 split is Eq. 11 divided by 2, and keeps the scale of L_FS,seg — and so the meaning
-of λ_con — the same in phases (a) and (c) for every batch size.
+steps (B = 1: x_s, G(x_s), x_s, ...), so the mix is exact over any two steps. Eq. 11 is
+computed as written: the CE of the x_s images plus the CE of the G(x_s) images, each the mean
+over its own valid pixels; a step that holds only one of the two sets (odd B) counts its CE
+twice, so that the expectation over steps is Eq. 11 at every batch size
+(:func:`source_set_count`, docs/METHOD.md "Phases (a) and (c)"). Phase (a) has one set, so its
+L_FS,seg is one CE: the supervised term weighs twice as much against λ_con in phase (c), as
+in the paper.
 
 Exact resumption: the lr, λ_con, the EMA decay and the batch composition are functions of the
 step; each data stream (:class:`~sci2i.train.sample_stream.SampleStream`) restarts at the
@@ -52,7 +57,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -63,7 +68,7 @@ from sci2i.losses.consistency import (
     confident_pixels,
     consistency_loss,
 )
-from sci2i.losses.segmentation import cross_entropy
+from sci2i.losses.segmentation import cross_entropy, source_cross_entropy
 from sci2i.models.deeplab import DeepLabV2, build_deeplab
 from sci2i.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
 from sci2i.train.class_mix import class_mix_mask, mix_images, mix_teacher_logits, paired_source
@@ -109,10 +114,14 @@ def mean_teacher_objective(
     con_threshold: float = 0.0,
     con_class_balance: bool = False,
     con_loss: str = "mse",
+    src_set_sizes: Optional[Sequence[int]] = None,
+    num_src_sets: Optional[int] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_FS = λ_src·L_FS,seg + λ_con·L_FS,con (+ λ_trg_sup·CE on target labels), Eqs. 10-12.
 
-    ``src_*`` cover x_s and G(x_s) (Eq. 11), ``student_trg_logits`` = F_S(P(x_t)),
+    ``src_*`` cover x_s and G(x_s) (Eq. 11), ``src_set_sizes`` images of each, one after the
+    other (``None``: one set); L_FS,seg is their :func:`source_cross_entropy` with
+    ``num_src_sets`` sets in the phase. ``student_trg_logits`` = F_S(P(x_t)),
     ``teacher_trg_logits`` = F_T(x_t) (Eq. 12). A term whose inputs are ``None`` is 0.
     ``con_threshold`` > 0 restricts L_FS,con to pixels where the teacher's top probability
     reaches it (:func:`~sci2i.losses.consistency.confident_pixels`); 0 = Eq. 12 as written.
@@ -123,7 +132,8 @@ def mean_teacher_objective(
     """
     ref = next(t for t in (src_logits, student_trg_logits) if t is not None)
     zero = ref.new_zeros((), dtype=torch.float32)
-    seg_src = cross_entropy(src_logits, src_labels) if src_logits is not None else zero
+    seg_src = (source_cross_entropy(src_logits, src_labels, src_set_sizes, num_src_sets)
+               if src_logits is not None else zero)
     con = zero
     if teacher_trg_logits is not None:
         valid = confident_pixels(teacher_trg_logits, con_threshold) if con_threshold > 0 else None
@@ -157,6 +167,15 @@ def batch_plan(step: int, cfg: Config) -> BatchPlan:
     src = b - translated if use_src else 0
     need_trg = lambda_con_at(step, s.con_start, s.lambda_con) > 0 or s.lambda_trg_sup > 0
     return BatchPlan(src=src, translated=translated, trg=b if need_trg else 0)
+
+
+def source_set_count(cfg: Config) -> int:
+    """The labelled image sets that Eq. 11 sums in this phase: x_s, and G(x_s) in phase (c)."""
+    s = cfg.seg
+    if s.lambda_src <= 0:
+        return 0
+    frac = s.translated_fraction if s.translated_root else 0.0
+    return int(frac < 1) + int(frac > 0)
 
 
 def consumed_before(step: int, cfg: Config) -> dict[str, int]:
@@ -318,6 +337,7 @@ class MeanTeacherTrainer:
         total, parts = mean_teacher_objective(
             src_logits, labels_src, trg_logits, teacher_logits, trg_labels,
             s.lambda_src, lam_con, s.lambda_trg_sup, s.con_threshold, s.con_class_balance, s.con_loss,
+            src_set_sizes=(plan.src, plan.translated), num_src_sets=source_set_count(cfg),
         )
 
         self.optimizer.zero_grad(set_to_none=True)
