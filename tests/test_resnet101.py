@@ -352,3 +352,22 @@ def test_one_mean_teacher_step_through_the_paper_preset(data, tmp_path):
     assert summary["eval"]["num_images"] == 2
     teacher = load_segmenter(tmp_path / "run")
     assert teacher.backbone_name == "resnet101" and teacher.backbone.variant == "pytorch"
+
+
+def test_two_ranks_keep_resnet101_in_lock_step_and_batchnorm_frozen(data, tmp_path):
+    """torchrun on 2 gloo ranks (the worker of test_distributed.py): DDP with frozen parameters."""
+    from test_distributed import SEG_WORKER, _assert_same, _torchrun
+
+    overrides = [
+        "model.backbone=resnet101", f"data.source_root={data / 'gta'}", f"data.target_root={data / 'cs'}",
+        "data.long_side=64", "data.crop_size=32", "data.eval_long_side=64", "data.num_workers=0",
+        "seg.batch_size=1", "seg.lr=1e-3", "seg.con_start=0", "seg.eval_every=0",
+        "run.deterministic=true", "perf.device=cpu", f"run.out_dir={tmp_path / 'run'}",
+    ]
+    r0, r1 = _torchrun(tmp_path, SEG_WORKER, 2, overrides)
+    _assert_same(r0["student"], r1["student"], "student")
+    _assert_same(r0["teacher"], r1["teacher"], "teacher")
+    initial, final = r0["initial"], r0["student"]
+    changed = {k for k in initial if not torch.equal(initial[k], final[k])}
+    assert "backbone.features.layer3.22.conv2.weight" in changed
+    assert not [k for k in changed if ".bn" in k or "downsample.1" in k or "features.bn1" in k]
