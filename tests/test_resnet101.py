@@ -352,6 +352,26 @@ def test_one_mean_teacher_step_through_the_paper_preset(data, tmp_path):
     assert summary["eval"]["num_images"] == 2
     teacher = load_segmenter(tmp_path / "run")
     assert teacher.backbone_name == "resnet101" and teacher.backbone.variant == "pytorch"
+    # sci2i predict on the run (teacher.safetensors + teacher.yaml): full-size label maps
+    from PIL import Image
+
+    from sci2i.cli import main as cli_main
+
+    image = next((data / "cs" / "leftImg8bit" / "val").rglob("*.png"))
+    assert cli_main(["predict", "--checkpoint", str(tmp_path / "run"), "--input", str(image),
+                     "--output", str(tmp_path / "pred"), "--train-ids", "--device", "cpu",
+                     "--no-progress"]) == 0
+    written = list((tmp_path / "pred").rglob("*_trainIds.png"))
+    assert len(written) == 1 and Image.open(written[0]).size == Image.open(image).size
+    # the linear probe (Table 5): only the ASPP is retrained, the trunk with its BatchNorm is kept
+    from sci2i.probe import linear_probe
+
+    probe_cfg = _preset_cfg(data, tmp_path, "probe.steps=1", "probe.batch_size=1")
+    assert "mIoU19" in linear_probe(tmp_path / "run", probe_cfg, tmp_path / "probe", progress=False)
+    probed = load_segmenter(tmp_path / "probe" / "probe_classifier.safetensors").state_dict()
+    kept = teacher.state_dict()
+    assert all(torch.equal(v, probed[k]) for k, v in kept.items() if k.startswith("backbone."))
+    assert not torch.equal(kept["classifier.branches.0.weight"], probed["classifier.branches.0.weight"])
 
 
 def test_two_ranks_keep_resnet101_in_lock_step_and_batchnorm_frozen(data, tmp_path):
