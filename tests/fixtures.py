@@ -1,4 +1,4 @@
-"""Writers of tiny datasets in the real on-disk formats (SPEC §2), for tests.
+"""Writers of tiny datasets in the real on-disk formats (docs/DATA.md), for tests.
 
 Import them in a test module as ``from fixtures import write_gta5, ...`` (pytest puts
 ``tests/`` on ``sys.path``; do not add ``tests/__init__.py``). Each writer returns a

@@ -1,4 +1,4 @@
-"""Dataset readers on the real on-disk layouts (SPEC §2), written by tests/fixtures.py."""
+"""Dataset readers on the real on-disk layouts (docs/DATA.md), written by tests/fixtures.py."""
 
 import logging
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Label mappings id by id (SPEC §2): GTA5/Cityscapes labelId -> trainId, SYNTHIA -> trainId,
+"""Label mappings id by id (docs/DATA.md): GTA5/Cityscapes labelId -> trainId, SYNTHIA -> trainId,
 trainId -> labelId export. Expected values are written out here, not derived from the code."""
 
 import numpy as np
@@ -13,7 +13,7 @@ CITYSCAPES_EXPECTED = {
     22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 29: 255, 30: 255, 31: 16,
     32: 17, 33: 18,
 }
-# SYNTHIA-RAND-CITYSCAPES raw id -> trainId (SPEC §2).
+# SYNTHIA-RAND-CITYSCAPES raw id -> trainId (docs/DATA.md).
 SYNTHIA_EXPECTED = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 10: 11, 17: 12, 8: 13,
     19: 15, 12: 17, 11: 18,

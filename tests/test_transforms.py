@@ -1,4 +1,4 @@
-"""Training and evaluation transforms keep images and labels aligned (SPEC §1 "image size")."""
+"""Training and evaluation transforms keep images and labels aligned (docs/METHOD.md, "Data")."""
 
 import numpy as np
 import pytest

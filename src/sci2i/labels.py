@@ -3,7 +3,8 @@
 The 19 Cityscapes train classes (names, colours, labelId <-> trainId) come from
 ``cityscapesscripts.helpers.labels``; GTA5 labels use Cityscapes labelIds (the palette index of
 its PNGs), so they share the same lookup. SYNTHIA-RAND-CITYSCAPES raw ids are mapped by the
-table of SPEC §2. ``IGNORE_INDEX`` (255) marks pixels that are never scored or trained on.
+table below (docs/METHOD.md, "Data"). ``IGNORE_INDEX`` (255) marks pixels that are never
+scored or trained on.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ SYNTHIA16_TRAIN_IDS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 1
 #: mIoU13: mIoU16 without wall, fence and pole.
 SYNTHIA13_TRAIN_IDS: tuple[int, ...] = tuple(i for i in SYNTHIA16_TRAIN_IDS if i not in (3, 4, 5))
 
-#: SYNTHIA-RAND-CITYSCAPES raw class id -> Cityscapes trainId (SPEC §2); all else -> 255.
+#: SYNTHIA-RAND-CITYSCAPES raw class id -> Cityscapes trainId (docs/DATA.md); all else -> 255.
 SYNTHIA_ID_TO_TRAIN_ID: dict[int, int] = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10,
     10: 11, 17: 12, 8: 13, 19: 15, 12: 17, 11: 18,

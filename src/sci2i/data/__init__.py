@@ -1,4 +1,5 @@
-"""Data: readers for GTA5, SYNTHIA and Cityscapes layouts, transforms, loaders (SPEC §2).
+"""Data: readers for GTA5, SYNTHIA and Cityscapes layouts, transforms, loaders
+(docs/METHOD.md, "Data"; docs/DATA.md).
 
 See ``docs/DATA.md`` for where to put the datasets. Items are dicts
 ``{"image": 3×H×W float in [0,1], "label": H×W int64 trainIds (255 = ignore), "name": str}``.

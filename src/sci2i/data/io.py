@@ -1,4 +1,4 @@
-"""Reading images and label maps in the real on-disk formats (SPEC §2).
+"""Reading images and label maps in the real on-disk formats (docs/DATA.md).
 
 Every reader returns plain numpy arrays and raises :class:`sci2i.errors.DataError` naming the
 file for anything it cannot decode (missing, truncated, random bytes, wrong kind of image), so

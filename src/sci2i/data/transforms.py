@@ -1,4 +1,5 @@
-"""Geometric transforms that keep an image and its label map aligned (SPEC §1 "image size").
+"""Geometric transforms that keep an image and its label map aligned (image size:
+docs/METHOD.md, "Data").
 
 Training (paper): rescale so that the longer side is ``long_side`` (1024), take a random
 ``crop_size``² crop (384), optionally flip horizontally. Evaluation: the network input is

@@ -3,7 +3,8 @@
 :func:`evaluate_segmenter` is the evaluation loop every phase and ``sci2i evaluate
 --checkpoint`` use: the model sees the image rescaled to ``data.eval_long_side``
 (:class:`sci2i.data.transforms.EvalTransform`), its logits are upsampled bilinearly to the
-label's full resolution (Cityscapes: 2048×1024) and the argmax is scored there (SPEC §2).
+label's full resolution (Cityscapes: 2048×1024) and the argmax is scored there
+(docs/METHOD.md, "Data").
 
 :func:`score_prediction_folder` scores exported ``*_labelIds.png`` (or trainId PNGs) against
 gtFine without a model, with the same confusion matrix.

@@ -1,4 +1,4 @@
-"""Export predictions for the official Cityscapes evaluator and for looking at (SPEC §2).
+"""Export predictions for the official Cityscapes evaluator and for looking at (docs/DATA.md).
 
 For an image ``name`` such as ``frankfurt/frankfurt_000000_000294_leftImg8bit.png``,
 :func:`save_prediction` writes::

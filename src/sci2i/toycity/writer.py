@@ -1,4 +1,4 @@
-"""On-disk layouts: the source as GTA5, the target as Cityscapes (SPEC §2).
+"""On-disk layouts: the source as GTA5, the target as Cityscapes (docs/DATA.md).
 
 * source: ``images/NNNNN.png`` (RGB) and ``labels/NNNNN.png`` (8-bit palette PNG whose index
   is the Cityscapes labelId and whose palette is the Cityscapes colour of that labelId, as in

@@ -265,8 +265,8 @@ class MeanTeacherTrainer:
             if s.translated_root and s.translated_fraction > 0:
                 out["translated"] = build_translated_dataset(s.translated_root, cfg.data, train=True)
         if s.lambda_con > 0 or s.lambda_trg_sup > 0:
-            # The segmentation phases use the target train split only (SPEC §2), not the
-            # extra sequence frames of the I2I phase.
+            # The segmentation phases use the target train split only, not the extra
+            # sequence frames of the I2I phase (docs/METHOD.md, "Data").
             data = dataclasses.replace(cfg.data, target_extra_dirs=[])
             out["trg"] = build_target_dataset(data, data.target_train_split,
                                               with_labels=s.lambda_trg_sup > 0, train=True)
