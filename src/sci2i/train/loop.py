@@ -128,8 +128,8 @@ class NonFiniteGuard:
         if self.consecutive > self.max_consecutive:
             raise DivergenceError(
                 f"{self.name or 'training'} diverged: {self.consecutive} consecutive non-finite "
-                f"steps, from step {self.streak_start} to step {step}. The checkpoints written "
-                f"before step {self.streak_start} are kept; lower the learning rate or check the "
+                f"steps, from step {self.streak_start} to step {step}. The last good checkpoint "
+                f"(before step {self.streak_start}) is kept; lower the learning rate or check the "
                 f"data, then resume with the changed setting (the same setting is refused: it "
                 f"would diverge again)."
             )
