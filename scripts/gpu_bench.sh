@@ -7,6 +7,7 @@
 #   paper_compare_b4.json   seg + I2I step and student one-forward, fp32-eager vs bf16-optimised
 #   paper_bf16_b8.json      seg + I2I step at batch 8, bf16
 #   paper_data.json         input pipeline alone at paper size (no workers vs workers + cache)
+#   paper_r101_bf16_b4.json seg step of the ResNet-101 presets (gta5-cityscapes-r101) at batch 4, bf16
 #   paper_compile_b8.json   as paper_bf16_b8 with torch.compile (skipped if time runs short)
 # Without CUDA: the CPU fallback measures the toy-city scale (EfficientNet-Lite0, 128x128
 # crops) into cpu_toycity.json. SCI2I_BENCH_TINY=1 shrinks everything to a smoke test
@@ -42,6 +43,8 @@ if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
         --steps 20 --warmup 5
     run 120 paper_data --profile paper --device cuda --phase data --compare --workers 6 --cache \
         --data-images 48 --data-steps 30 --warmup 2
+    run 90 paper_r101_bf16_b4 --profile paper-r101 --device cuda --phase seg --batch 4 --amp bf16 \
+        --steps 15 --warmup 5
     if [ $SECONDS -lt 330 ]; then
         run $((470 - SECONDS)) paper_compile_b8 --profile paper --device cuda --phase seg,i2i \
             --batch 8 --amp bf16 --compile --steps 20 --warmup 5

@@ -238,9 +238,12 @@ def test_frozen_batchnorm_gets_no_update_in_training():
         torch.testing.assert_close(model(x), torch.cat([model(x[:1]), model(x[1:])]))
 
 
-def test_freeze_bn_false_is_a_config_error_for_resnet101():
+def test_unfrozen_batchnorm_and_fc67_head_are_config_errors_for_resnet101():
     with pytest.raises(ConfigError, match="freeze_bn"):
         load_config(None, ["model.backbone=resnet101", "model.freeze_bn=false"])
+    # the VGG16 paper preset with only the backbone swapped would get fc6/fc7 on 2,048 channels
+    with pytest.raises(ConfigError, match="model.head=aspp"):
+        load_config("gta5-cityscapes", ["model.backbone=resnet101"])
 
 
 def test_autocast_bf16_forward_and_backward():

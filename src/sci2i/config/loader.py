@@ -268,6 +268,11 @@ def validate(cfg: Config) -> None:
             "'model.freeze_bn' must stay true for backbone 'resnet101': DeepLab-v2 ResNet-101 keeps "
             "every BatchNorm frozen, statistics and affine (sci2i.models.resnet)"
         )
+    if cfg.model.backbone == "resnet101" and cfg.model.head != "aspp":
+        raise ConfigError(
+            f"'model.head={cfg.model.head}' is DeepLab-v2 VGG16's; DeepLab-v2 ResNet-101 puts the ASPP "
+            "straight on layer4: set model.head=aspp (the *-r101 presets do)"
+        )
     if len(cfg.model.aspp_rates) != 4:
         raise ConfigError("'model.aspp_rates' needs the four ASPP dilation rates")
     if not cfg.model.head_lr_mult > 0:

@@ -5,7 +5,7 @@ were trained on. The convention is never guessed from a file name:
 
 * ``torchvision``: RGB in [0, 1], minus ImageNet mean, divided by ImageNet std.
 * ``caffe``: BGR in [0, 255] minus the mean pixel (Caffe-converted VGG16, as many DeepLab
-  codebases use).
+  codebases use, and the DeepLab ResNet-101 COCO initialisation of AdaptSegNet and ADVENT).
 * ``tf_lite``: RGB in [0, 255], (x - 127) / 128 (EfficientNet-Lite's TensorFlow weights).
 
 For a user-supplied weights file ``W`` the convention is read from the sidecar ``W.json``
@@ -64,8 +64,9 @@ def read_norm_sidecar(weights: str | Path) -> str:
     if not side.is_file():
         raise UserError(
             f"{weights} has no input-normalisation record. Create {side} containing "
-            f'{{"input_norm": "torchvision"}} for torchvision\'s vgg16-397923af.pth, or '
-            f'{{"input_norm": "caffe"}} for Caffe-converted weights (BGR, 0-255, mean pixel).'
+            f'{{"input_norm": "torchvision"}} for torchvision\'s weights (vgg16-397923af.pth, '
+            f'resnet101-63fe2227.pth), or {{"input_norm": "caffe"}} for Caffe-converted weights '
+            f'(BGR, 0-255, mean pixel; e.g. the DeepLab ResNet-101 COCO init with keys under Scale.).'
         )
     try:
         conv = json.loads(side.read_text())["input_norm"]
