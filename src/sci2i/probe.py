@@ -1,8 +1,9 @@
 """Domain-gap analysis by linear probe (paper Sec. 4.4, Table 5).
 
 A trained segmentation model's features are judged by how well a *linear* classifier on top
-of them can segment the target domain when it is given target labels: the backbone is frozen,
-the last classification layer (DeepLab-v2's ASPP, linear in the features) is re-initialised
+of them can segment the target domain when it is given target labels: the backbone (and
+fc6/fc7 with ``model.head=fc_aspp``) is frozen, the last classification layer (DeepLab-v2's
+ASPP, linear in its input ``DeepLabV2.features``) is re-initialised
 and trained alone on target train labels, and the result is scored on target val.
 
 With three probes — an oracle trained on target labels, a source-only model, and ours —
@@ -10,8 +11,8 @@ the share of the domain gap our features close is::
 
     gap closed = (ours − source) / (oracle − source)          (paper: 68.3 %)
 
-Backbone features are computed without gradient (and the frozen BatchNorms use their running
-statistics), so each probe step costs one backbone forward and one classifier step.
+The features are computed without gradient (and the frozen BatchNorms use their running
+statistics), so each probe step costs one forward of the frozen layers and one classifier step.
 """
 
 from __future__ import annotations
