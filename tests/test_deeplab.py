@@ -222,3 +222,25 @@ def test_paper_presets_build_the_fc_head_at_one_learning_rate():
         assert cfg.seg.ema_warmup is False and cfg.data.flip is False
     toy = load_config("toycity")
     assert toy.model.head == "aspp"
+
+
+def test_linear_probe_of_a_fc_aspp_segmenter_keeps_fc6_fc7(tmp_path):
+    from fixtures import write_cityscapes
+
+    from sci2i.config import load_config
+    from sci2i.probe import linear_probe
+    from sci2i.segmenter import load_segmenter, save_segmenter
+
+    write_cityscapes(tmp_path / "cs", n_per_split=2, size=(64, 32), seed=5)
+    torch.manual_seed(5)
+    model = DeepLabV2("efficientnet_lite0", "", num_classes=19, aspp_rates=(1, 2, 3, 4),
+                      output_stride=16, head="fc_aspp").eval()
+    weights = save_segmenter(model, tmp_path / "teacher.safetensors")
+    cfg = load_config(None, [f"data.target_root={tmp_path / 'cs'}", "data.long_side=64", "data.crop_size=32",
+                             "data.eval_long_side=64", "data.num_workers=0", "probe.steps=2",
+                             "probe.batch_size=1", "perf.device=cpu"])
+    linear_probe(weights, cfg, tmp_path / "probe", progress=False)
+    after = load_segmenter(tmp_path / "probe" / "probe_classifier.safetensors")
+    for name, p in model.fc.state_dict().items():
+        assert torch.equal(p, after.fc.state_dict()[name]), name
+    assert any(not torch.equal(a, b) for a, b in zip(model.classifier.parameters(), after.classifier.parameters()))
