@@ -57,6 +57,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     would reject ``probe.steps=5``. Left-over ``key=value`` words are appended to the command's
     override list (``config`` or ``overrides``); anything else is still an error.
     """
+    from sci2i.commands import rename_aliases
+
+    argv = rename_aliases(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     if not extra:
         return args

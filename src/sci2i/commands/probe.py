@@ -7,8 +7,8 @@ import argparse
 EPILOG = """\
 examples:
   sci2i probe --checkpoint runs/demo/checkpoints/final/teacher.safetensors \\
-      --source runs/src/teacher.safetensors --oracle runs/oracle/teacher.safetensors --out runs/probe
-  sci2i probe toycity --checkpoint runs/demo/checkpoints/final probe.steps=500 --out runs/probe
+      --source runs/src/teacher.safetensors --oracle runs/oracle/teacher.safetensors --output runs/probe
+  sci2i probe toycity --checkpoint runs/demo/checkpoints/final probe.steps=500 --output runs/probe
 
 Only the last classification layer (DeepLab-v2's ASPP) is re-initialised and trained, on the
 labelled target train split; the backbone stays frozen. With --source and --oracle the domain
@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", metavar="CKPT", help="a source-only model, for the gap closed")
     p.add_argument("--oracle", metavar="CKPT", help="a target-supervised model, for the gap closed")
     p.add_argument("--target-root", default="", help="Cityscapes-layout root (default: from the config)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
 
 
@@ -50,5 +50,5 @@ def main(args: argparse.Namespace) -> int:
 
         cfg = ensure_toycity(cfg)
     run_probes(cfg, {"ours": args.checkpoint, "source": args.source, "oracle": args.oracle},
-               args.out, progress=not args.no_progress)
+               args.output, progress=not args.no_progress)
     return 0

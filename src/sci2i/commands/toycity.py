@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "content shift). Deterministic: the same seed and sizes give the same files."
         ),
     )
-    p.add_argument("--out", required=True, help="output folder (created; must be empty or a toy-city)")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="output folder (created; must be empty or a toy-city)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--width", type=int, default=_D.width, help=f"image width in px (default: {_D.width})")
     p.add_argument("--height", type=int, default=_D.height, help=f"image height in px (default: {_D.height})")
@@ -30,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-target-val", type=int, default=_D.n_target_val,
                    help=f"target val images (default: {_D.n_target_val})")
     p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2); output does not depend on it")
-    p.add_argument("--overwrite", action="store_true", help="replace source/, target/ and the manifest in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace source/, target/ and the manifest in --output")
     p.add_argument("--figure", default=None, metavar="PNG", help="also write an example figure to PNG")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
 
 
@@ -40,12 +41,12 @@ def main(args: argparse.Namespace) -> int:
     from sci2i.toycity import generate, make_figure
 
     manifest = generate(
-        args.out, seed=args.seed, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
+        args.output, seed=args.seed, overwrite=args.overwrite, workers=args.workers, progress=not args.no_progress,
         width=args.width, height=args.height, n_source=args.n_source,
         n_target_train=args.n_target_train, n_target_val=args.n_target_val,
     )
     if args.figure:
         n = min(4, manifest["sizes"]["n_source"], manifest["sizes"]["n_target_val"])
-        print(f"figure: {make_figure(args.out, args.figure, n=n)}")
+        print(f"figure: {make_figure(args.output, args.figure, n=n)}")
     print(json.dumps({k: manifest[k] for k in ("seed", "sizes")}))
     return 0

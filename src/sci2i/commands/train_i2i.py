@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("preset", nargs="?", default=None, help="preset name or YAML file (e.g. toycity-i2i)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. i2i.steps=100)")
-    p.add_argument("--out", default=None, help="run directory (default: run.out_dir)")
+    p.add_argument("--output", metavar="DIR", default=None, help="run directory (default: run.out_dir)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in the run directory")
     p.set_defaults(func=main)
@@ -33,6 +33,6 @@ def main(args: argparse.Namespace) -> int:
 
     preset, overrides = split_preset(args.preset, args.overrides)
     cfg = load_config(preset, overrides)
-    summary = train_i2i(cfg, args.out, resume=args.resume)
+    summary = train_i2i(cfg, args.output, resume=args.resume)
     print(json.dumps(summary, indent=2))
     return 130 if summary.get("stopped") else 0  # 130: stopped by a signal, resumable

@@ -15,10 +15,10 @@ from pathlib import Path
 
 EPILOG = """\
 examples:
-  sci2i train-seg toycity-seg --out runs/seg-a
-  sci2i train-seg toycity-seg seg.lambda_con=0 --out runs/seg-source-only
-  sci2i train-seg toycity-seg seg.lambda_src=0 seg.lambda_con=0 seg.lambda_trg_sup=1 --out runs/oracle
-  sci2i train-seg --out runs/seg-a --resume        # continue with the run's own config.yaml
+  sci2i train-seg toycity-seg --output runs/seg-a
+  sci2i train-seg toycity-seg seg.lambda_con=0 --output runs/seg-source-only
+  sci2i train-seg toycity-seg seg.lambda_src=0 seg.lambda_con=0 seg.lambda_trg_sup=1 --output runs/oracle
+  sci2i train-seg --output runs/seg-a --resume     # continue with the run's own config.yaml
 
 The run directory holds config.yaml, git.txt, log.txt, metrics.jsonl, tb/, checkpoints/,
 eval/ (per-evaluation JSON and IoU tables), eval.json (final teacher) and teacher.safetensors
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", nargs="*", metavar="PRESET_OR_YAML [key=value ...]",
                    help="a preset name or YAML file, then key=value overrides")
-    p.add_argument("--out", metavar="DIR", default=None, help="run directory (default: run.out_dir)")
+    p.add_argument("--output", metavar="DIR", default=None, help="run directory (default: run.out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
     p.add_argument("--init", metavar="CKPT", default=None,
                    help="initialise the student from a trained segmenter (teacher.safetensors or a run dir)")
@@ -50,11 +50,11 @@ def main(args: argparse.Namespace) -> int:
     from sci2i.train.mean_teacher import train_segmentation
 
     preset, overrides = split_preset(args.config[0] if args.config else None, args.config[1:])
-    saved = Path(args.out) / "config.yaml" if args.out else None
+    saved = Path(args.output) / "config.yaml" if args.output else None
     if args.resume and preset is None and saved is not None and saved.is_file():
         preset = str(saved)  # resume with the run's own resolved config (+ any overrides)
     cfg = load_config(preset, overrides)
-    result = train_segmentation(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+    result = train_segmentation(cfg, args.output, resume=args.resume, progress=not args.no_progress,
                                 init_weights=args.init)
     if result["stopped"]:
         return 130

@@ -15,10 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "linked beside, so the output is itself a source dataset for seg.translated_root)."
         ),
     )
-    p.add_argument("--generator", required=True,
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="generator_ema.safetensors (generator.yaml beside it) or the I2I run directory")
-    p.add_argument("--input", required=True, help="input folder or dataset root")
-    p.add_argument("--output", required=True, help="output folder (created)")
+    p.add_argument("--input", required=True, metavar="DIR", help="input folder or dataset root")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--format", default="folder", choices=["folder", "gta5", "synthia"],
                    help="input layout (default: folder)")
     z = p.add_mutually_exclusive_group()
@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
     from sci2i.utils.runtime import resolve_device
 
     device = resolve_device(args.device)
-    G, _ = load_generator(args.generator, device)
+    G, _ = load_generator(args.checkpoint, device)
     summary = translate_dataset(
         G, args.input, args.output, fmt=args.format,
         z_seed=args.seed if args.sample_z else args.z_seed, sample_z=args.sample_z,

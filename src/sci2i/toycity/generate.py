@@ -117,7 +117,7 @@ def _prepare(root: Path, overwrite: bool) -> None:
     if entries and not (overwrite or interrupted):
         raise UserError(
             f"toy-city output folder {root} is not empty and is not a complete toy-city with these "
-            "settings; choose another --out, or pass --overwrite (overwrite=True) to replace its "
+            "settings; choose another --output, or pass --overwrite (overwrite=True) to replace its "
             "source/, target/ and manifest")
     for name in entries & _OWN_ENTRIES:
         path = root / name

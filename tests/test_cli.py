@@ -1,0 +1,56 @@
+"""One CLI vocabulary: every option documented, one name per kind, old names still accepted."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sci2i.cli import build_parser, parse_args
+from sci2i.commands import ALIASES, rename_aliases
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_every_option_of_every_command_has_help_text():
+    missing = []
+    for name, sub in _subparsers(build_parser()).items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, f"options without help text: {missing}"
+
+
+def test_one_name_per_kind_of_option():
+    """No command offers an old spelling (each is an alias of the one name used everywhere)."""
+    for name, sub in _subparsers(build_parser()).items():
+        options = {o for a in sub._actions for o in a.option_strings}
+        assert not options & set(ALIASES), (name, options & set(ALIASES))
+        if "--no-progress" not in options:
+            assert name in {"run", "train-i2i", "translate", "bench"}, f"{name} has no --no-progress"
+
+
+@pytest.mark.parametrize("argv, dest, value", [
+    (["translate", "--generator", "G", "--input", "i", "--output", "o"], "checkpoint", "G"),
+    (["pseudo-label", "--checkpoint", "C", "--image-dir", "imgs", "--out", "o"], "input", "imgs"),
+    (["pseudo-label", "--checkpoint", "C", "--input", "imgs", "--out=o", "--num-workers", "0"], "output", "o"),
+    (["pseudo-label", "--checkpoint", "C", "--input", "imgs", "--output", "o", "--num-workers", "0"], "workers", 0),
+    (["toycity", "--out", "t", "--quiet"], "no_progress", True),
+    (["train-seg", "toycity-seg", "--out", "runs/a", "seg.steps=5"], "output", "runs/a"),
+])
+def test_old_option_names_are_hidden_aliases(argv, dest, value, capsys):
+    args = parse_args(build_parser(), argv)
+    assert getattr(args, dest) == value
+    for name, sub in _subparsers(build_parser()).items():
+        assert not set(ALIASES) & set(sub.format_help().split()), name
+
+
+def test_rename_aliases_leaves_values_and_overrides_alone():
+    argv = ["train-seg", "--out", "runs/--out", "run.out_dir=x", "--out=y", "--outx", "--quiet"]
+    assert rename_aliases(argv) == ["train-seg", "--output", "runs/--out", "run.out_dir=x", "--output=y", "--outx",
+                                    "--no-progress"]
