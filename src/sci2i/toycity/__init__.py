@@ -2,7 +2,7 @@
 
 Street scenes with all 19 Cityscapes classes are drawn from one scene grammar twice over:
 a flat-shaded, game-like *source* in the GTA5 layout and a *target* whose surfaces are cut from
-real photographs shipped with scikit-image / scikit-learn, with camera effects and a content
+real photographs shipped with scikit-image and sci2i, with camera effects and a content
 shift, in the Cityscapes layout. Generation is deterministic and runs on CPU in about a minute.
 
 Modules: ``camera`` (projection), ``materials`` (surface -> class, source colours),

@@ -1,8 +1,10 @@
-"""Photographic textures for the target domain, cut from photos that ship with installed packages.
+"""Photographic textures for the target domain, cut from photos that ship with sci2i and scikit-image.
 
 scikit-image's ``skimage.data`` (brick, grass, gravel, moon, text, coins, rocket, coffee,
-astronaut, camera, chelsea, hubble_deep_field, stereo_motorcycle) and scikit-learn's sample
-images (china.jpg, flower.jpg) are real photographs, so they carry the statistics that separate
+astronaut, camera, chelsea, hubble_deep_field, stereo_motorcycle) and the two sample photos of
+``sci2i/toycity/photos/`` (china.jpg, flower.jpg: scikit-learn's sample images, copied byte for
+byte with their CC BY 2.0 attribution, so that scikit-learn is not installed for two JPEGs) are
+real photographs, so they carry the statistics that separate
 a photo from a rendering: texture, sensor noise, lens blur, JPEG artefacts, natural colour
 variation. Every material gets one or more ``TextureSpec``\\ s: a region of one photo, how to
 colour it and at what scale. ``material_canvas`` turns a spec into a full-frame texture whose
@@ -10,7 +12,7 @@ mean colour is the material's target colour; the target renderer then cuts each 
 its material's canvas.
 
 No file is downloaded: every photo used here is inside the installed wheels (checked by the
-tests); ``skimage.data`` images that need the optional ``pooch`` download are not used.
+tests, also for a wheel of sci2i); ``skimage.data`` images that need the optional ``pooch`` download are not used.
 """
 
 from __future__ import annotations
@@ -54,17 +56,23 @@ class TextureSpec:
 def _photo_loaders() -> dict:
     import skimage.data as sk
 
-    def sklearn_image(name: str):
-        from sklearn.datasets import load_sample_image
+    def shipped_photo(name: str):
+        from importlib import resources
 
-        return lambda: load_sample_image(name)
+        from PIL import Image
+
+        def load() -> np.ndarray:
+            with resources.files("sci2i.toycity").joinpath("photos", name).open("rb") as f:
+                return np.asarray(Image.open(f))  # decoded as scikit-learn's load_sample_image does
+
+        return load
 
     return {
         "brick": sk.brick, "grass": sk.grass, "gravel": sk.gravel, "moon": sk.moon, "text": sk.text,
         "page": sk.page, "coins": sk.coins, "camera": sk.camera, "rocket": sk.rocket,
         "coffee": sk.coffee, "astronaut": sk.astronaut, "chelsea": sk.chelsea,
         "hubble": sk.hubble_deep_field, "motorcycle": lambda: sk.stereo_motorcycle()[0],
-        "china": sklearn_image("china.jpg"), "flower": sklearn_image("flower.jpg"),
+        "china": shipped_photo("china.jpg"), "flower": shipped_photo("flower.jpg"),
     }
 
 
