@@ -66,7 +66,9 @@ class GracefulStop:
     Signals within ``grace_s`` seconds of the first are repeats (the same stop sent to a process
     group and forwarded by torchrun, or an impatient second Ctrl-C) and are only logged, so the
     stop checkpoint is still written; one later than that raises KeyboardInterrupt (exit 130
-    without a new checkpoint).
+    without a new checkpoint). Once a stop was requested this stays so after the ``with``
+    block too (the checkpoint and the exit come after the loop), instead of the default
+    handlers coming back and a repeat killing the process while it writes.
     """
 
     def __init__(self, grace_s: float = GRACE_S) -> None:
@@ -94,7 +96,8 @@ class GracefulStop:
 
     def __exit__(self, *exc) -> None:
         for sig, prev in self._previous.items():
-            signal.signal(sig, prev)  # type: ignore[arg-type]
+            # a stop under way keeps this handler: repeats are still repeats (see above)
+            signal.signal(sig, self._handler if self.requested else prev)  # type: ignore[arg-type]
         self._previous.clear()
 
 

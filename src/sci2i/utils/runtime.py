@@ -15,7 +15,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"perf.device={name} but no CUDA device is available; use perf.device=cpu")
+        from sci2i.config.loader import ConfigError  # printed without a traceback, exit 2
+
+        raise ConfigError(f"device {name} was asked for but no CUDA device is available here; use "
+                          f"cpu (perf.device=cpu, --device cpu) or auto")
     return dev
 
 
