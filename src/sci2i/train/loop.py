@@ -265,11 +265,13 @@ def check_divergence_before_resume(run_path, config_yaml: str, resume_hint: str)
     import json
     from pathlib import Path
 
+    from sci2i.utils.distributed import is_main_process
+
     marker = Path(run_path) / DIVERGED_NAME
-    if not marker.is_file():
-        return False
     try:
         record = json.loads(marker.read_text())
+    except FileNotFoundError:  # (also when rank 0 has just removed it: then all go on alike)
+        return False
     except (OSError, ValueError):
         record = {}
     message = record.get("message", "the run diverged")
@@ -282,5 +284,6 @@ def check_divergence_before_resume(run_path, config_yaml: str, resume_hint: str)
         )
     log.warning("this run diverged earlier (%s); resuming from its last checkpoint before step %s "
                 "with the changed configuration", message.rstrip("."), record.get("streak_start"))
-    marker.unlink()
+    if is_main_process():
+        marker.unlink(missing_ok=True)
     return True

@@ -396,6 +396,7 @@ class MeanTeacherTrainer:
         if self.guard.in_streak:
             log.warning("step %d: no checkpoint written, %d non-finite steps in a row", self.step,
                         self.guard.consecutive)
+            barrier()  # the ranks meet here as they would in save_checkpoint
             return
         self.save_checkpoint()
 
