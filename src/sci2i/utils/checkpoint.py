@@ -82,8 +82,9 @@ def _write_error(path: Path, e: OSError, needed: int) -> CheckpointWriteError:
     }.get(e.errno, "check the disk and the folder (or write the run elsewhere with --out / run.out_dir)")
     err = CheckpointWriteError(
         f"cannot write {path.name} in {folder}: {reason}. The file needs about {_mb(needed)}"
-        f"{free}. Any previous {path.name} is intact and no partial file was left; {hint}, "
-        f"then run the same command again (training resumes from its last checkpoint)."
+        f"{free}. Nothing was overwritten (the files already there are intact) and no partial "
+        f"file was left; {hint}, then run the same command again (training resumes from its "
+        f"last checkpoint)."
     )
     err.errno = e.errno
     return err
