@@ -387,3 +387,20 @@ def test_a_yaml_section_that_is_not_a_mapping_is_a_config_error(data, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 2 and f"'seg' in {bad} must be a mapping" in err and "got list [1, 2]" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_torchs_own_enforce_fail_on_a_full_disk_is_translated(tmp_path, monkeypatch):
+    """torch.save reports ENOSPC as ``RuntimeError: [enforce fail at inline_container.cc:672] …``
+    with the OSError of the file object chained to it (as on a real full tmpfs)."""
+    from sci2i.utils.checkpoint import CheckpointWriteError, save_state
+
+    def save(obj, f, *a, **k):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726")
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(CheckpointWriteError, match=r"cannot write c\.pt in .*\(ENOSPC\)\. The file needs about"):
+        save_state({"w": torch.zeros(4)}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
