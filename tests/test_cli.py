@@ -32,7 +32,7 @@ def test_one_name_per_kind_of_option():
         options = {o for a in sub._actions for o in a.option_strings}
         assert not options & set(ALIASES), (name, options & set(ALIASES))
         if "--no-progress" not in options:
-            assert name in {"run", "train-i2i", "translate", "bench"}, f"{name} has no --no-progress"
+            assert name in {"run", "translate", "bench"}, f"{name} has no --no-progress"
 
 
 @pytest.mark.parametrize("argv, dest, value", [

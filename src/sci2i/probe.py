@@ -25,7 +25,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from sci2i.config import Config
 from sci2i.labels import IGNORE_INDEX
@@ -64,6 +63,7 @@ def linear_probe(weights: str | Path, cfg: Config, out_dir: str | Path, progress
     from sci2i.eval.evaluator import evaluate_segmenter
     from sci2i.segmenter import load_segmenter, predict_logits, save_segmenter
     from sci2i.train.loop import clip_grad_norm, make_optimizer
+    from sci2i.train.progress import TrainingLog
     from sci2i.utils.runtime import amp_dtype, resolve_device, seed_everything
 
     out = Path(out_dir)
@@ -79,9 +79,9 @@ def linear_probe(weights: str | Path, cfg: Config, out_dir: str | Path, progress
     train_set = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=True, train=True)
     batches = infinite_loader(train_set, cfg.probe.batch_size, cfg.data.num_workers, cfg.run.seed,
                               pin_memory=device.type == "cuda")
-    bar = tqdm(range(cfg.probe.steps), desc="probe", disable=not progress, dynamic_ncols=True)
+    bar = TrainingLog("probe", cfg.probe.steps, 0, progress, device)
     loss = torch.zeros(())
-    for step in bar:
+    for step in range(cfg.probe.steps):
         batch = next(batches)
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
@@ -94,8 +94,10 @@ def linear_probe(weights: str | Path, cfg: Config, out_dir: str | Path, progress
         loss.backward()
         clip_grad_norm(model.classifier.parameters(), cfg.seg.grad_clip)
         opt.step()
-        if (step + 1) % max(1, cfg.seg.log_every) == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        bar.update(1)
+        if (step + 1) % max(1, cfg.seg.log_every) == 0 or step + 1 == cfg.probe.steps:
+            bar.report(step + 1, {"ce": loss.detach()})
+    bar.close()
     model.eval()
     val_set = build_target_dataset(cfg.data, cfg.data.target_val_split, with_labels=True, train=False)
     dtype = amp_dtype(cfg.perf.amp, device)

@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", metavar="DIR", default=None, help="run directory (default: run.out_dir)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in the run directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
     p.set_defaults(func=main)
 
 
@@ -33,6 +34,6 @@ def main(args: argparse.Namespace) -> int:
 
     preset, overrides = split_preset(args.preset, args.overrides)
     cfg = load_config(preset, overrides)
-    summary = train_i2i(cfg, args.output, resume=args.resume)
+    summary = train_i2i(cfg, args.output, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 130 if summary.get("stopped") else 0  # 130: stopped by a signal, resumable

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -40,7 +41,7 @@ PredictFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _progress(iterable: Iterable, enabled: bool, total: int, desc: str) -> Iterable:
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():  # a bar is for a terminal, not for a log file
         return iterable
     from tqdm import tqdm
 

@@ -40,7 +40,6 @@ import numpy as np
 import torch
 import yaml
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from sci2i.config import Config, to_yaml
 from sci2i.config.schema import I2IConfig
@@ -60,6 +59,7 @@ from sci2i.train.loop import (
     prepare_model,
     record_divergence,
 )
+from sci2i.train.progress import TrainingLog
 from sci2i.train.schedules import linear_ramp
 from sci2i.utils import distributed as dist_utils
 from sci2i.utils.checkpoint import CheckpointManager, save_weights
@@ -325,7 +325,17 @@ def save_generator(G: Generator, cfg: Config, out_dir: str | Path, step: int) ->
 
 
 # ---------------------------------------------------------------------- loop
-def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = True) -> dict:
+#: What the interval line of :class:`~sci2i.train.progress.TrainingLog` shows, in this order.
+_LINE_KEYS = ("Loss/D/total", "Loss/D/gan", "Loss/D/seg", "Loss/G/total", "Loss/G/gan", "Loss/G/seg",
+              "Loss/G/id", "Schedule/lambda_pl", "Schedule/lambda_cgan")
+
+
+def _line_values(losses: dict) -> dict:
+    return {k: losses[k] for k in _LINE_KEYS if k in losses}
+
+
+def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = True,
+              progress: bool = True) -> dict:
     """Train G and D for ``cfg.i2i.steps`` steps; returns a summary with the exported paths.
 
     ``run_dir`` defaults to ``cfg.run.out_dir``. With ``resume`` the newest loadable
@@ -377,8 +387,7 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
     step = start
     stopped = False
     try:
-        with GracefulStop() as stop, tqdm(total=i2i.steps, initial=start, desc="i2i", disable=not main,
-                                           dynamic_ncols=True) as bar:
+        with GracefulStop() as stop, TrainingLog("i2i", i2i.steps, start, progress, device, enabled=main) as bar:
             while step < i2i.steps:
                 src, trg = src_stream.take(bs), trg_stream.take(bs)
                 nb = device.type == "cuda"
@@ -391,7 +400,7 @@ def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = Tru
                 bar.update(1)
                 if step % i2i.log_every == 0 or step == i2i.steps:
                     run.log_metrics("i2i", step, losses)
-                    bar.set_postfix(D=f"{float(losses['Loss/D/total']):.3f}", G=f"{float(losses['Loss/G/total']):.3f}")
+                    bar.report(step, {**_line_values(losses), "lr": i2i.lr})
                 if main and (step % i2i.sample_every == 0 or step == i2i.steps):
                     grid = pairs_grid(samples, trainer.translate_samples(samples))
                     run.log_image("i2i/source_translated", grid, step)

@@ -89,6 +89,7 @@ from sci2i.train.loop import (
 )
 from sci2i.train.perturb import Perturbation
 from sci2i.train.sample_stream import SampleStream
+from sci2i.train.progress import TrainingLog
 from sci2i.train.schedules import ema_decay_at, exponential_lr, lambda_con_at
 from sci2i.utils.checkpoint import CheckpointManager, load_state_dict_strict
 from sci2i.utils.distributed import barrier, init_distributed, is_main_process, wrap_ddp
@@ -98,6 +99,9 @@ from sci2i.utils.runtime import resolve_device, rng_state, seed_everything, set_
 log = logging.getLogger("sci2i")
 
 PHASE = "seg"
+#: What the interval line of :class:`~sci2i.train.progress.TrainingLog` shows, in this order.
+_LINE_LOSSES = ("total", "seg_src", "seg_trg", "con", "grad_norm")
+_LINE_SCHEDULES = ("lr", "lambda_con")
 STREAMS = ("src", "translated", "trg")
 
 
@@ -449,8 +453,8 @@ class MeanTeacherTrainer:
         named = {(f"Loss/{k}" if k in ("seg_src", "con", "seg_trg", "total") else k): v
                  for k, v in values.items()}
         self.run.log_metrics(PHASE, self.step, named)
-        if bar is not None:
-            bar.set_postfix(loss=f"{values['total']:.3f}", con=f"{values['con']:.4f}", refresh=False)
+        if bar is not None:  # the interval's line: log.txt, stdout off a terminal, the bar on one
+            bar.report(self.step, {k: values[k] for k in (*_LINE_LOSSES, *_LINE_SCHEDULES) if k in values})
 
     # -- the loop --------------------------------------------------------------------
     def fit(self) -> dict:
@@ -458,11 +462,8 @@ class MeanTeacherTrainer:
         cfg = self.cfg
         total_steps = cfg.seg.steps
         self.open_streams()
-        bar = None
-        if self.progress and is_main_process():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_steps, initial=self.step, desc="train-seg", dynamic_ncols=True)
+        bar = TrainingLog("train-seg", total_steps, self.step, self.progress, self.device,
+                          enabled=is_main_process())
         stopped = False
         if self.eval_due:  # put off by the stop that ended the previous run
             self.evaluate()

@@ -43,15 +43,24 @@ def git_revision() -> str:
         return "unknown (git not available)"
 
 
-def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+def _on_console(record: logging.LogRecord) -> bool:
+    """Records logged with ``extra={"console": False}`` (the training loops' interval lines,
+    :mod:`sci2i.train.progress`) go to log files only: the console has the bar or stdout."""
+    return getattr(record, "console", True)
+
+
+def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> logging.Handler | None:
     """Log lines to stderr (and ``log_file``). Under torchrun only rank 0 logs below ERROR:
-    the ranks run the same code, so their lines would only repeat rank 0's."""
+    the ranks run the same code, so their lines would only repeat rank 0's. Returns the file
+    handler it added for ``log_file`` (None if there was one already), for
+    :meth:`RunDir.close` to remove, so that a phase's log.txt holds only that phase's lines."""
     logger = logging.getLogger("sci2i")
     logger.setLevel(level if int(os.environ.get("RANK", "0")) == 0 else max(level, logging.ERROR))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in logger.handlers):
         sh = logging.StreamHandler()
         sh.setFormatter(fmt)
+        sh.addFilter(_on_console)
         logger.addHandler(sh)
     if log_file is not None:
         log_file = Path(log_file).resolve()
@@ -60,6 +69,8 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
             fh = logging.FileHandler(log_file)
             fh.setFormatter(fmt)
             logger.addHandler(fh)
+            return fh
+    return None
 
 
 class RunDir:
@@ -75,11 +86,12 @@ class RunDir:
         self.enabled = enabled
         self._tb = None
         self._lock = None
+        self._log_handler: logging.Handler | None = None
         if enabled:
             self._lock = lock_run_folder(self.path, wait=wait)  # before anything is written
             save_config(cfg, self.path / "config.yaml")
             (self.path / "git.txt").write_text(git_revision() + "\n")
-            setup_logging(self.path / "log.txt")
+            self._log_handler = setup_logging(self.path / "log.txt")
 
     @property
     def checkpoints(self) -> Path:
@@ -112,6 +124,10 @@ class RunDir:
             self.tensorboard().add_image(tag, image_chw, step)
 
     def close(self) -> None:
+        if self._log_handler is not None:  # later phases must not write into this run's log
+            logging.getLogger("sci2i").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
         if self._tb is not None:
             self._tb.close()
             self._tb = None
