@@ -182,10 +182,12 @@ def test_train_resume_is_exact_and_translate_writes_gta5_layout(data, tmp_path):
 def test_target_set_includes_pseudo_labelled_extra_dirs(data, tmp_path):
     extra = f"data.target_extra_dirs=[{data['sequence']}]"
     src, trg = build_i2i_datasets(load_config(None, _overrides(data, 1) + [extra]))
-    assert len(src) == 4 and len(trg) == 4 + 8
-    assert trg[(10, 0)]["label"].unique().tolist() == [7]  # a sequence frame with its ŷ_t
-    # Extra images without pseudo labels are left out (pre-computed): here only frame 19 of
-    # each snippet, which is the train image itself, has one ...
+    # each frame once: the 4 train images are frame 19 of their snippets, read from there
+    assert len(src) == 4 and len(trg) == 8
+    assert trg.names == build_i2i_datasets(load_config(None, _overrides(data, 1) + [extra, "i2i.pseudo_labels=online"]))[1].names
+    assert trg[(6, 0)]["label"].unique().tolist() == [7]  # a sequence frame with its ŷ_t
+    # Images without pseudo labels are left out (pre-computed): here only frame 19 of each
+    # snippet has one ...
     no_pl = [f"i2i.pseudo_label_dir={tmp_path}"]
     (tmp_path / "aachen").mkdir()
     for name in ("aachen_000000_000019", "aachen_000002_000019"):
@@ -194,10 +196,10 @@ def test_target_set_includes_pseudo_labelled_extra_dirs(data, tmp_path):
         (tmp_path / "bochum").mkdir(exist_ok=True)
         Image.fromarray(np.zeros((32, 64), np.uint8)).save(tmp_path / "bochum" / f"{name}.png")
     _, trg = build_i2i_datasets(load_config(None, _overrides(data, 1) + [extra] + no_pl))
-    assert len(trg) == 4 + 4
+    assert len(trg) == 4 and all(n.endswith("_000019_leftImg8bit.png") for n in trg.names)
     # ... and all are used unlabelled with online pseudo labels.
     _, trg = build_i2i_datasets(load_config(None, _overrides(data, 1) + [extra, "i2i.pseudo_labels=online"]))
-    assert len(trg) == 12 and "label" not in trg[(0, 0)]
+    assert len(trg) == 8 and "label" not in trg[(0, 0)]
 
 
 def test_translate_long_side_resizes_labels_too(data, tmp_path):

@@ -19,6 +19,8 @@ variant (:mod:`sci2i.models.resnet`), the sidecar its input convention.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -76,7 +78,9 @@ def _load_vgg16(weights: str, dilated: bool) -> tuple[VGG16, str]:
             "of torchvision's vgg16-397923af.pth (no weights can be downloaded at run time)"
         )
     norm = read_norm_sidecar(weights)
-    load_state_dict_strict(vgg, load_state(weights), weights)
+    with warnings.catch_warnings():  # classifier.* are shape-only (meta): checked, not copied
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+        load_state_dict_strict(vgg, load_state(weights), weights)
     return vgg, norm
 
 

@@ -12,9 +12,12 @@ strictly. Two views are built from the same module (docs/METHOD.md, "Networks"):
   torchvision's name) and conv5_1-conv5_3 are dilated by 2: output stride 8, 512 channels.
   (DeepLab-v2's Caffe model keeps them as 3×3 stride-1 max-pools instead.)
 
-The fully connected layers ``classifier.*`` load with the rest (strict), but no segmentation
-network uses them: DeepLab-v2's fc6/fc7 are new dilated convolutions
-(:class:`sci2i.models.deeplab.FC67`, randomly initialised as in AdaptSegNet).
+The fully connected layers ``classifier.*`` are checked with the rest (a strict load: every key
+and shape must match), but no network here uses them: DeepLab-v2's fc6/fc7 are new dilated
+convolutions (:class:`sci2i.models.deeplab.FC67`, randomly initialised as in AdaptSegNet). So
+they live on the meta device: shapes without storage, neither initialised nor filled — 124M of
+VGG16's 138M parameters (0.5 GB) that would otherwise be drawn at random and overwritten each
+time a network is built.
 """
 
 from __future__ import annotations
@@ -51,24 +54,17 @@ class VGG16(nn.Module):
     def __init__(self, num_classes: int = 1000, dilated: bool = False) -> None:
         super().__init__()
         self.features = _make_features(dilated)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        # shape-only (meta): checked by a strict load, never computed with (module docstring)
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, num_classes),
+            nn.Linear(512 * 7 * 7, 4096, device="meta"), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, 4096, device="meta"), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, num_classes, device="meta"),
         )
         self.dilated = dilated
-        for m in self.modules():
+        for m in self.features.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        x = self.avgpool(self.features(x))
-        return self.classifier(x.flatten(1))
 
 
 def vgg16_block3(vgg: VGG16) -> nn.Sequential:

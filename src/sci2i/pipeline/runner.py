@@ -31,7 +31,7 @@ from sci2i.pipeline.fingerprint import fingerprint
 from sci2i.utils.locks import folder_lock
 from sci2i.utils.distributed import barrier, broadcast_object, init_distributed, is_main_process
 from sci2i.utils.rundir import RunDir
-from sci2i.utils.runtime import peak_memory, resolve_device
+from sci2i.utils.runtime import format_memory, peak_memory, reset_peak_memory, resolve_device
 
 log = logging.getLogger("sci2i")
 
@@ -115,14 +115,18 @@ class Pipeline:
                 barrier()
                 if all_ranks or main:
                     t0 = time.time()
+                    reset_peak_memory()
                     outputs = work(folder)
                     seconds = time.time() - t0
                     if main:
+                        # time and peak memory of this invocation (a resumed phase: its last part)
                         outputs["seconds"] = outputs.get("seconds", 0.0) + seconds
+                        outputs["peak_memory"] = peak_memory()
                         tmp = done.with_suffix(".tmp")
                         tmp.write_text(json.dumps(outputs, indent=2))
                         tmp.replace(done)  # DONE.json appears only once every output is on disk
-                        log.info("phase %s: done in %.1f s (%s)", name, seconds, peak_memory())
+                        log.info("phase %s: done in %.1f s (%s)", name, seconds,
+                                 format_memory(outputs["peak_memory"]))
             barrier()
         return read_done(done)
 

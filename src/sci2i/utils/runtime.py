@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -92,11 +93,33 @@ def loader_workers(requested: int) -> int:
     return max(1, min(requested, available_cores() // local))
 
 
-def peak_memory() -> str:
-    """This process's peak resident memory (and the GPU's peak allocation), for log lines."""
-    import resource
-
-    text = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB"  # KiB on Linux
+def reset_peak_memory() -> None:
+    """Start a new peak-memory window (Linux: the resident high-water mark VmHWM; CUDA: the
+    allocator's peak), so that :func:`peak_memory` reports one phase's peak, not the process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: the window is the whole process
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        text += f", GPU {torch.cuda.max_memory_allocated() / 2**30:.2f} GB"
-    return text
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (GB) since :func:`reset_peak_memory`, and the GPU's
+    peak allocation when CUDA is in use. DataLoader workers are processes of their own."""
+    peak: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak["rss_gb"] = int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        import resource
+
+        peak["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return peak
+
+
+def format_memory(peak: dict[str, float]) -> str:
+    return ", ".join(f"peak {'RSS' if k == 'rss_gb' else 'GPU'} {v:.2f} GB" for k, v in peak.items())
