@@ -1,4 +1,4 @@
-"""Datasets and loaders from a :class:`sci2i.config.schema.DataConfig` (SPEC §2).
+"""Datasets and loaders from a :class:`sci2i.config.schema.DataConfig` (docs/DATA.md; docs/METHOD.md "Data").
 
 * :func:`build_source_dataset`: labelled synthetic source ``x_s, y_s`` (GTA5 or SYNTHIA).
 * :func:`build_target_dataset`: Cityscapes ``x_t`` (train, unlabelled for UDA; val with gtFine
@@ -40,6 +40,7 @@ from sci2i.data.datasets import (
     SynthiaDataset,
     image_stem,
 )
+from sci2i.data.custom import SOURCE_SPLIT, dataset_from_file, is_dataset_file
 from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
 from sci2i.data.transforms import EvalTransform, TrainTransform
 from sci2i.errors import DataError
@@ -88,6 +89,9 @@ def _source_class(data_cfg: DataConfig):
 
 def build_source_dataset(data_cfg: DataConfig, train: bool = True) -> Dataset:
     """The labelled source dataset at ``data.source_root`` in ``data.source_format`` layout."""
+    if is_dataset_file(data_cfg.source_root):  # your own dataset, described by a YAML file
+        return _wrap(dataset_from_file(data_cfg.source_root, SOURCE_SPLIT, _transform(data_cfg, train),
+                                       max_images=data_cfg.max_images), data_cfg, train)
     cls, layout = _source_class(data_cfg)
     root = _root(data_cfg.source_root, "data.source_root", "SCI2I_SOURCE_ROOT", layout)
     ds = cls(root, transform=_transform(data_cfg, train), max_images=data_cfg.max_images)
@@ -112,7 +116,7 @@ def build_target_dataset(
     root = _root(data_cfg.target_root, "data.target_root", "SCI2I_TARGET_ROOT", CITYSCAPES_LAYOUT)
     transform = _transform(data_cfg, train)
     pseudo = with_labels and label_dir is not None
-    ds: Dataset = CityscapesDataset(
+    ds: Dataset = (dataset_from_file if is_dataset_file(root) else CityscapesDataset)(
         root, split, transform=transform, with_labels=with_labels, label_dir=label_dir,
         max_images=data_cfg.max_images,
     )
@@ -165,6 +169,9 @@ def build_translated_dataset(root: str | Path, data_cfg: DataConfig, train: bool
     from ``root`` when it has its own ``labels/`` (``GT/LABELS/``) folder, else from
     ``data.source_root``, matched by file name.
     """
+    if is_dataset_file(data_cfg.source_root):  # images translated into a folder, labels as before
+        return _wrap(dataset_from_file(data_cfg.source_root, SOURCE_SPLIT, _transform(data_cfg, train),
+                                       max_images=data_cfg.max_images, translated=root), data_cfg, train)
     cls, layout = _source_class(data_cfg)
     root = Path(root)
     own_labels = root / ("labels" if data_cfg.source_format == "gta5" else "GT/LABELS")

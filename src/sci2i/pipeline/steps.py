@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sci2i.config import Config, ConfigError
 from sci2i.data.build import build_source_dataset, build_target_dataset
+from sci2i.data.custom import is_dataset_file, source_images
 from sci2i.data.io import verify_image_file
 from sci2i.errors import UserError
 from sci2i.models.backbones import build_backbone, build_trunk
@@ -130,7 +131,10 @@ def translate_source(generator: str, cfg: Config, folder: Path) -> dict:
     device = resolve_device(cfg.perf.device)
     G, _ = load_generator(generator, device)
     root = folder / "data"
-    out = translate_dataset(G, cfg.data.source_root, root, fmt=cfg.data.source_format, z_seed=cfg.run.seed,
+    source, fmt = cfg.data.source_root, cfg.data.source_format
+    if is_dataset_file(source):  # a dataset file: its training images, into a folder of the same names
+        source, fmt = source_images(source), "folder"
+    out = translate_dataset(G, source, root, fmt=fmt, z_seed=cfg.run.seed,
                             sample_z=cfg.pipeline.translate_z == "sample", long_side=cfg.data.long_side,
                             device=device, max_images=cfg.data.max_images,
                             max_bad_files=cfg.data.max_bad_files)
