@@ -82,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the data and the run (created)")
     parser.add_argument("--batch", type=int, default=0, help="seg and I2I batch size (default: the preset's)")
     parser.add_argument("--preset", default="gta5-cityscapes", help="paper preset (default gta5-cityscapes)")
+    parser.add_argument("--data-only", action="store_true", help="write the data and the weights file, then stop")
     parser.add_argument("overrides", nargs="*", help="further key=value overrides")
     args = parser.parse_args(argv)
     out = Path(args.out)
     data = write_paper_layout(out / "data")
+    if args.data_only:
+        print(f"SCI2I_SOURCE_ROOT={data['source']} SCI2I_TARGET_ROOT={data['target']} "
+              f"SCI2I_VGG16_WEIGHTS={data['weights']}")
+        return 0
     overrides = [f"data.source_root={data['source']}", f"data.target_root={data['target']}",
                  f"model.weights={data['weights']}", f"discriminator.trunk_weights={data['weights']}",
                  "seg.steps=1", "seg.con_start=0", "i2i.steps=1", f"run.out_dir={out / 'run'}"]
@@ -96,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_pipeline(cfg)
     print(f"{cfg.name}, batch {cfg.seg.batch_size} (seg) / {cfg.i2i.batch_size} (I2I), one step per phase, "
           f"{time.time() - t0:.0f} s in all")
-    print("| phase | wall s | peak RSS GB |")
-    print("| --- | ---: | ---: |")
-    for done in sorted((out / "run" / "phases").glob("*/DONE.json"), key=lambda p: p.stat().st_mtime):
+    print("| phase | wall s | CPU s (main process) | peak RSS GB |")
+    print("| --- | ---: | ---: | ---: |")
+    for done in sorted((Path(cfg.run.out_dir) / "phases").glob("*/DONE.json"), key=lambda p: p.stat().st_mtime):
         outputs = json.loads(done.read_text())
         peak = outputs.get("peak_memory", {})
         print(f"| {done.parent.name.rsplit('-', 1)[0]} | {outputs.get('seconds', float('nan')):.1f} | "
-              f"{peak.get('rss_gb', float('nan')):.2f} |")
+              f"{outputs.get('cpu_seconds', float('nan')):.1f} | {peak.get('rss_gb', float('nan')):.2f} |")
     ev = summary.get("final_eval") or {}
     print(f"final mIoU19 {ev.get('mIoU19', float('nan')):.2f} (random weights: a smoke figure, not a result)")
     return 0

@@ -1,4 +1,4 @@
-"""Dataset readers for the real on-disk layouts of GTA5, SYNTHIA and Cityscapes (SPEC §2).
+"""Dataset readers for the real on-disk layouts of GTA5, SYNTHIA and Cityscapes (docs/DATA.md).
 
 Every dataset offers one reader interface, which the training loaders and the full-size readers
 (pseudo labels, translation, figures, evaluation) all go through, so every consumer sees the
@@ -103,7 +103,7 @@ def read_gta5_label(path: Path) -> np.ndarray:
 
 
 def read_synthia_label(path: Path) -> np.ndarray:
-    """SYNTHIA GT/LABELS PNG -> trainIds (SPEC §2 table)."""
+    """SYNTHIA GT/LABELS PNG -> trainIds (the table in docs/DATA.md "SYNTHIA-RAND-CITYSCAPES")."""
     return synthia_ids_to_train_ids(read_synthia_ids(path))
 
 

@@ -114,13 +114,15 @@ class Pipeline:
                     folder.mkdir(parents=True, exist_ok=True)
                 barrier()
                 if all_ranks or main:
-                    t0 = time.time()
+                    t0, cpu0 = time.time(), time.process_time()
                     reset_peak_memory()
                     outputs = work(folder)
                     seconds = time.time() - t0
                     if main:
-                        # time and peak memory of this invocation (a resumed phase: its last part)
+                        # time and peak memory of this invocation (a resumed phase: its last part);
+                        # CPU time is the main process's (DataLoader workers are processes of their own)
                         outputs["seconds"] = outputs.get("seconds", 0.0) + seconds
+                        outputs["cpu_seconds"] = time.process_time() - cpu0
                         outputs["peak_memory"] = peak_memory()
                         tmp = done.with_suffix(".tmp")
                         tmp.write_text(json.dumps(outputs, indent=2))

@@ -1,0 +1,51 @@
+"""Phase fingerprints: built from the settings that can change a phase's outputs, and only those."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sci2i.config.schema import NOT_A_RESULT, Config, DataConfig, I2IConfig, SegTrainConfig
+from sci2i.pipeline.fingerprint import fingerprint
+
+#: speed and logging settings: none can change what a phase computes
+SPEED_AND_LOGGING = [
+    (DataConfig, "num_workers", 7),
+    (DataConfig, "cache_dir", "/fast/cache"),
+    (DataConfig, "max_bad_files", 3),
+    (SegTrainConfig, "log_every", 7),
+    (I2IConfig, "log_every", 7),
+    (I2IConfig, "sample_every", 7),
+]
+#: method settings: each changes its phase
+METHOD = [
+    (DataConfig, "long_side", 512),
+    (DataConfig, "crop_size", 256),
+    (DataConfig, "max_images", 5),
+    (SegTrainConfig, "lr", 1e-4),
+    (SegTrainConfig, "lambda_con", 0.5),
+    (I2IConfig, "lambda_cgan", 0.5),
+    (I2IConfig, "steps", 10),
+]
+
+
+@pytest.mark.parametrize("section, key, value", SPEED_AND_LOGGING)
+def test_speed_and_logging_settings_keep_the_fingerprint(section, key, value):
+    default = section()
+    assert getattr(default, key) != value
+    assert fingerprint(dataclasses.replace(default, **{key: value})) == fingerprint(default)
+
+
+@pytest.mark.parametrize("section, key, value", METHOD)
+def test_method_settings_change_the_fingerprint(section, key, value):
+    default = section()
+    assert fingerprint(dataclasses.replace(default, **{key: value})) != fingerprint(default)
+
+
+def test_the_schema_marks_exactly_the_speed_and_logging_settings():
+    marked = {(type(section).__name__, f.name)
+              for section in (getattr(Config(), s.name) for s in dataclasses.fields(Config))
+              if dataclasses.is_dataclass(section)
+              for f in dataclasses.fields(section) if f.metadata == NOT_A_RESULT}
+    assert marked == {(cls.__name__, key) for cls, key, _ in SPEED_AND_LOGGING}
