@@ -174,3 +174,28 @@ def test_batch_larger_than_dataset_is_an_error(tmp_path):
     write_gta5(tmp_path, n=2)
     with pytest.raises(DataError, match="batch_size=3"):
         B.infinite_loader(GTA5Dataset(tmp_path), 3, num_workers=0, seed=0)
+
+
+def test_workers_start_after_the_main_process_used_opencv_threads(tmp_path):
+    """A forked worker that changes OpenCV's thread count hangs when the main process had used
+    OpenCV's thread pool (a paper-scale evaluation or toy-city generation does); the count is
+    pinned in the main process before the fork instead."""
+    import subprocess
+    import sys
+
+    write_gta5(tmp_path / "gta", n=4)
+    script = f"""
+import cv2, numpy as np
+from sci2i.data.datasets import GTA5Dataset
+from sci2i.train.sample_stream import SampleStream
+img = np.random.rand(2048, 2048, 3).astype(np.float32)
+for _ in range(3):
+    cv2.resize(img, (1024, 1024), interpolation=cv2.INTER_AREA)  # OpenCV's pool, in this process
+stream = SampleStream(GTA5Dataset({str(tmp_path / 'gta')!r}), seed=0, num_workers=2)
+print(stream.take(2)["image"].shape)
+stream.close()
+"""
+    # a generous limit for the hang only
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch.Size([2, 3, 32, 64])" in proc.stdout

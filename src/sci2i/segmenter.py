@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from sci2i.data.build import worker_init
+from sci2i.data.build import worker_count, worker_init
 from sci2i.data.datasets import pseudo_label_path, to_tensors
 from sci2i.data.robust import BadFileLedger
 from sci2i.data.transforms import EvalTransform
@@ -41,7 +41,6 @@ from sci2i.utils.checkpoint import (
     load_weights,
     save_weights,
 )
-from sci2i.utils.runtime import loader_workers
 
 log = logging.getLogger("sci2i")
 
@@ -193,7 +192,7 @@ def write_pseudo_labels(
     device = torch.device(device)
     out_dir = Path(out_dir)
     ledger = BadFileLedger(max_bad_files)
-    workers = loader_workers(num_workers)
+    workers = worker_count(num_workers)
     loader = DataLoader(_FullSizeItems(dataset, long_side), batch_size=1, num_workers=workers,
                         worker_init_fn=worker_init if workers > 0 else None)
     items = loader

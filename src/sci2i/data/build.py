@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Iterator, Optional
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -228,15 +229,26 @@ class SeededSampler(Sampler):
         return iter(zip(indices, (int(s) for s in seeds)))
 
 
-def worker_init(worker_id: int) -> None:
-    """One OpenCV thread per DataLoader worker: the workers already use the cores. SIGINT and
-    SIGTERM are left to the main process, which stops gracefully: a stop sent to the whole
-    process group (Slurm, ``kill -- -PGID``, Ctrl-C) must not kill the workers first."""
-    import cv2
+def worker_count(requested: int) -> int:
+    """DataLoader workers for ``data.num_workers`` = ``requested``, capped by the cores
+    (:func:`sci2i.utils.runtime.loader_workers`).
 
+    With workers, OpenCV is pinned to one thread here, in the main process, before they are
+    forked: the workers already use the cores, and they inherit the setting. (Setting it in the
+    forked worker instead hangs it whenever the main process had used OpenCV's thread pool, e.g.
+    for an evaluation: the pool's threads do not survive the fork.)
+    """
+    n = loader_workers(requested)
+    if n > 0:
+        cv2.setNumThreads(1)
+    return n
+
+
+def worker_init(worker_id: int) -> None:
+    """SIGINT and SIGTERM are left to the main process, which stops gracefully: a stop sent to
+    the whole process group (Slurm, ``kill -- -PGID``, Ctrl-C) must not kill the workers first."""
     from sci2i.train.loop import ignore_stop_signals
 
-    cv2.setNumThreads(1)
     ignore_stop_signals()
 
 
@@ -267,7 +279,7 @@ def infinite_loader(
     limit = max_bad_files if max_bad_files is not None else getattr(dataset, "max_bad_files", 20)
     wrapped = SkipBadSamples(inner, limit, attach_skipped=True)
     sampler = SeededSampler(wrapped, seed, drop_last=drop_last)
-    workers = loader_workers(num_workers)
+    workers = worker_count(num_workers)
     if drop_last and len(sampler) < batch_size:
         raise DataError(
             f"{len(sampler)} samples per process but batch_size={batch_size} with drop_last: "

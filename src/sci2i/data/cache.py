@@ -41,7 +41,6 @@ from sci2i.data.datasets import ConcatSegDataset, SegmentationDataset, to_tensor
 from sci2i.data.transforms import resize_image, resize_label, scaled_size
 from sci2i.data.wrapper import DatasetWrapper
 from sci2i.errors import DataError
-from sci2i.utils.runtime import loader_workers
 
 _FORMAT = "v1"  # bump when the stored representation changes
 
@@ -169,9 +168,9 @@ def fill_cache(dataset: Dataset, num_workers: int = 0) -> int:
     for part in parts:
         if not isinstance(part, CachedResizeDataset):
             continue
-        from sci2i.data.build import worker_init  # (workers leave SIGINT/SIGTERM to this process)
+        from sci2i.data.build import worker_count, worker_init  # (workers leave SIGINT/SIGTERM to this process)
 
-        workers = loader_workers(num_workers)
+        workers = worker_count(num_workers)
         loader = DataLoader(_Filler(part), batch_size=None, num_workers=workers, collate_fn=_identity,
                             worker_init_fn=worker_init if workers > 0 else None)
         for _ in loader:

@@ -33,7 +33,6 @@ from sci2i.errors import DataError
 from sci2i.eval.export import LABEL_IDS_DIR, save_prediction
 from sci2i.eval.metrics import ConfusionMatrix, class_set_ids, format_iou_table
 from sci2i.labels import NUM_CLASSES, SYNTHIA16_TRAIN_IDS, label_ids_to_train_ids
-from sci2i.utils.runtime import loader_workers
 
 log = logging.getLogger("sci2i")
 
@@ -96,9 +95,9 @@ def evaluate_segmenter(
     class_set_ids(class_set)  # validate early
     device = torch.device(device)
     cm = ConfusionMatrix(NUM_CLASSES, device=device)
-    from sci2i.data.build import worker_init  # (workers leave SIGINT/SIGTERM to this process)
+    from sci2i.data.build import worker_count, worker_init  # (workers leave SIGINT/SIGTERM to this process)
 
-    workers = loader_workers(num_workers)
+    workers = worker_count(num_workers)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,
                         worker_init_fn=worker_init if workers > 0 else None)
     n = 0

@@ -22,9 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from sci2i.data.build import SeededSampler, worker_init
+from sci2i.data.build import SeededSampler, worker_count, worker_init
 from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
-from sci2i.utils.runtime import loader_workers
 
 
 class _SamplerFrom(Sampler):
@@ -60,7 +59,7 @@ class SampleStream:
         self.ledger = BadFileLedger(limit)
         self.consumed = start
         sampler = _SamplerFrom(SeededSampler(wrapped, seed, drop_last=True), start)
-        workers = loader_workers(num_workers)
+        workers = worker_count(num_workers)
         self._loader = DataLoader(
             wrapped, batch_size=None, sampler=sampler, num_workers=workers,
             collate_fn=_identity, pin_memory=pin_memory, persistent_workers=workers > 0,
