@@ -35,7 +35,16 @@ from typing import Callable, Optional
 
 import torch
 
-from sci2i.bench.measure import Result, count_flops, reset_peak_memory, synchronize, time_steps
+from sci2i.bench.measure import (
+    Result,
+    allocated_mib,
+    count_flops,
+    interleaved_rounds,
+    peak_memory,
+    reset_peak_memory,
+    split_steps,
+    synchronize,
+)
 from sci2i.config import Config, load_config
 from sci2i.config.loader import list_presets
 
@@ -301,18 +310,60 @@ def data_workload(cfg: Config, device: torch.device, tmp: Path, profile: Profile
 
 
 # ----------------------------------------------------------------------------- measuring
-def measure(phase: str, variant: str, work: Workload, device: torch.device, steps: int, warmup: int,
-            settings: dict, flops: bool = True) -> Result:
-    """Warm up, count one step's FLOPs (training phases), then time ``steps`` steps."""
-    result = Result(phase=phase, variant=variant, device=str(device), batch=work.batch, crop=work.crop,
-                    images_per_step=work.images_per_step, settings={**settings, **work.info})
-    for _ in range(warmup):
-        work.step()
-    if flops:
-        result.flops_per_step = count_flops(work.step)
-    synchronize(device)
-    reset_peak_memory(device)
-    timing = time_steps(work.step, steps, 0, device) if steps > 0 else None
-    if timing is not None:
-        timing.warmup = warmup
-    return result.finish(timing, device)
+def apply_backends(cfg: Config, variant: str) -> None:
+    """The process-wide backend flags of one variant (set again before each of its rounds).
+
+    cuDNN autotuning and TF32 are global switches, and a trainer sets them when it is built,
+    so interleaved variants must each get theirs back: baseline = fp32 (no TF32, no autotuning).
+    """
+    from sci2i.train.loop import configure_backends
+
+    configure_backends(cfg.perf, cfg.run.deterministic)
+    if variant == "baseline":
+        set_tf32(False)
+
+
+def measure(phase: str, works: dict[str, tuple[Config, Workload]], device: torch.device, steps: int,
+            rounds: int, warmup: int, flops: bool = True) -> list[Result]:
+    """Warm up and count one step's FLOPs per variant, then time them interleaved round by round.
+
+    ``works`` maps variant name -> (config, workload), all built beforehand. ``steps`` timed
+    steps per variant are spread over ``rounds`` rounds (:func:`~sci2i.bench.measure.split_steps`,
+    :func:`~sci2i.bench.measure.interleaved_rounds`). On CUDA a variant's peak memory is the
+    peak during its rounds less what the other variants' live tensors hold; on CPU it is the
+    process's peak RSS, shared by all variants of the process.
+    """
+    results: dict[str, Result] = {}
+    resident: dict[str, float] = {}
+    held = allocated_mib(device)
+    for variant, (cfg, work) in works.items():
+        apply_backends(cfg, variant)
+        results[variant] = Result(phase=phase, variant=variant, device=str(device), batch=work.batch,
+                                  crop=work.crop, images_per_step=work.images_per_step, warmup=warmup,
+                                  settings={**perf_settings(cfg), **work.info})
+        for _ in range(warmup):
+            work.step()
+        if flops:
+            results[variant].flops_per_step = count_flops(work.step)
+        synchronize(device)
+        now = allocated_mib(device)
+        resident[variant], held = now - held, now
+    if steps <= 0:
+        return [r.finish(None, peak_memory(device)) for r in results.values()]
+    peaks: dict[str, float] = {}
+
+    def before(variant: str) -> None:
+        apply_backends(works[variant][0], variant)
+        reset_peak_memory(device)
+
+    def after(variant: str) -> None:
+        mib, _ = peak_memory(device)
+        if device.type == "cuda":
+            mib -= sum(v for name, v in resident.items() if name != variant)
+        peaks[variant] = max(peaks.get(variant, 0.0), mib)
+
+    times = interleaved_rounds({v: w.step for v, (_, w) in works.items()}, split_steps(steps, rounds),
+                               sync=lambda: synchronize(device), before=before, after=after)
+    kind = peak_memory(device)[1] + (" less the other variants' live tensors" if device.type == "cuda"
+                                     and len(works) > 1 else "")
+    return [results[v].finish(times[v], (peaks[v], kind)) for v in works]

@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Time one training step of each phase (seg: mean-teacher step of phase (c); i2i: D-step + "
             "G-step) and the input pipeline alone, with warm-up steps, random-init weights and fixed "
             "in-memory batches. Reports ms/step, images/s, peak memory and, from the FLOPs of one "
-            "step counted once with FlopCounterMode, the achieved TFLOP/s. --compare runs an fp32-eager "
-            "baseline and the optimised settings in one process and prints the ratios."
+            "step counted once with FlopCounterMode, the achieved TFLOP/s. --compare builds an fp32-eager "
+            "baseline and the optimised settings in one process, times them interleaved round by round "
+            "(A B, B A, ...) and prints the per-round speed-ups (median, min, max) for wall-clock and "
+            "process CPU time."
         ),
         epilog=(
             "Examples: sci2i bench --profile paper --phase seg,i2i --batch 8 --amp bf16 --json bench.json  |  "
@@ -49,9 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="autocast of the optimised/as-configured run (auto: bf16 on capable GPUs, off on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (perf.compile)")
     p.add_argument("--steps", type=int, default=10,
-                   help="timed steps per training phase (default: 10); 0 = only count FLOPs")
+                   help="timed steps per training phase and variant, all rounds together (default: 10); "
+                        "0 = only count FLOPs")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="spread the timed steps over this many rounds; with --compare the variants "
+                        "alternate A B, B A, ... and each round gives one ratio (default: 4)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
-    p.add_argument("--data-steps", type=int, default=40, help="timed steps of the data phase (default: 40)")
+    p.add_argument("--data-steps", type=int, default=40,
+                   help="timed steps of the data phase per variant, all rounds together (default: 40)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers per data stream (default: the profile's data.num_workers)")
     p.add_argument("--cache", action="store_true",
@@ -75,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
 
     opts = BenchOptions(
         phases=args.phase, profile=args.profile, device=args.device, batch=args.batch, crop=args.crop,
-        amp=args.amp, compile=args.compile, steps=args.steps, warmup=args.warmup,
+        amp=args.amp, compile=args.compile, steps=args.steps, rounds=args.rounds, warmup=args.warmup,
         data_steps=args.data_steps, workers=args.workers, cache=args.cache, data_root=args.data_root,
         data_images=args.data_images, seg_phase=args.seg_phase, compare=args.compare,
         overrides=list(args.overrides), threads=args.threads,
