@@ -1,8 +1,11 @@
 """``report.md``: the run's results in the paper's layout, with figures.
 
 Sections: summary (warm-up M0 vs final M1, next to the paper's figures for the matching
-setting), the per-class IoU table (Table 1/2 layout), figures (translated pairs as in Fig. 2,
-per-class IoU bars, training curves) and where everything lies.
+setting; each model's time counts every phase it needed), the per-class IoU table (Table 1/2
+layout), figures (translated pairs as in Fig. 2, predictions of M0 and M1 on target val images
+next to the ground truth, per-class IoU bars, training curves) and where everything lies. The
+prediction grid, the per-class IoU and mIoU19/16/13 of each model also go to TensorBoard
+(``tb/``, tags ``report/…``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def per_class_bars(evals: dict[str, dict], out_png: Path) -> Path:
 
 
 def training_curves(phase_dirs: dict[str, Path], out_png: Path) -> Optional[Path]:
-    """Total losses and validation mIoU of every phase against its step."""
+    """Total losses (left axis) and validation mIoU in % (right axis) of every phase against
+    its step: two units, two axes."""
     plt = _matplotlib()
     series = {n: read_metrics(d) for n, d in phase_dirs.items() if d and Path(d).is_dir()}
     series = {n: m for n, m in series.items() if m}
@@ -74,19 +78,121 @@ def training_curves(phase_dirs: dict[str, Path], out_png: Path) -> Optional[Path
     for ax, (name, rows) in zip(axes[0], series.items()):
         keys = sorted({k for r in rows for k in r if k not in ("phase", "step", "time")
                        and (k.lower().endswith("total") or "miou" in k.lower())})
+        miou_ax = None
+        handles = []
         for k in keys[:6]:
             pts = [(r["step"], r[k]) for r in rows if k in r and isinstance(r[k], (int, float))]
-            if pts:
-                ax.plot(*zip(*pts), label=k, marker="." if len(pts) < 20 else None)
+            if not pts:
+                continue
+            target = ax
+            if "miou" in k.lower():
+                miou_ax = miou_ax or ax.twinx()
+                target = miou_ax
+            style = dict(marker="." if len(pts) < 20 else None, linestyle="--" if target is miou_ax else "-")
+            handles += target.plot(*zip(*pts), label=k, color=f"C{len(handles)}", **style)
         ax.set_title(name)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("loss")
+        if miou_ax is not None:
+            miou_ax.set_ylabel("mIoU (%)")
+        ax.legend(handles=handles, fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return out_png
+
+
+#: The phases each model of the summary needed, in run order (a model's time is their sum).
+MODEL_PHASES = {
+    "warmup": ("warmup",),
+    "warmup_source_only": ("warmup_source_only",),
+    "final": ("warmup", "warmup_source_only", "pseudo_labels", "i2i", "translate", "final"),
+}
+
+
+def model_seconds(phases: dict, model: str) -> float:
+    """Seconds of every phase ``model`` needed (M1: warm-up, pseudo labels, I2I, translation and
+    phase (c)); NaN when none of them recorded its time."""
+    spent = [phases[p]["seconds"] for p in MODEL_PHASES.get(model, (model,))
+             if isinstance(phases.get(p), dict) and "seconds" in phases[p]]
+    return float(sum(spent)) if spent else float("nan")
+
+
+def prediction_figure(cfg: Config, models: dict[str, str], out_png: Path, n: int = 4):
+    """Rows = the first ``n`` target val images; columns = image, ground truth, each model's
+    prediction (at the evaluation scale, upsampled to the label's resolution as in evaluation).
+    Returns the PNG and the same grid as a 3×H×W float tensor for TensorBoard."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from sci2i.data.build import build_target_dataset
+    from sci2i.data.transforms import resize_image, scaled_size
+    from sci2i.labels import colorize
+    from sci2i.predict import ClassPalette, class_logits, load_predictor, upsample_argmax
+    from sci2i.utils.runtime import resolve_device
+
+    device = resolve_device(cfg.perf.device)
+    dataset = build_target_dataset(cfg.data, cfg.data.target_val_split, with_labels=True, train=False)
+    rows, size = [], None
+    loaded = {name: load_predictor(w, device)[0] for name, w in models.items()}
+    for i in range(min(n, len(dataset))):
+        image, label = dataset.read(i)
+        h, w = scaled_size(*image.shape[:2], cfg.data.eval_long_side)
+        x = torch.from_numpy(resize_image(image, h, w)).permute(2, 0, 1)[None].float().div(255).to(device)
+        cells = [image, colorize(label)]
+        for model in loaded.values():
+            lut = torch.as_tensor(ClassPalette.for_model(model.num_classes).train_ids, device=device)
+            pred = lut[upsample_argmax(class_logits(model, x)[0], label.shape)]
+            cells.append(colorize(pred.to("cpu", torch.uint8).numpy()))
+        size = size or label.shape  # every cell gets the size of the first image's label
+        rows.append(np.concatenate([cv2.resize(c, size[::-1], interpolation=cv2.INTER_NEAREST)
+                                    if c.shape[:2] != size else c for c in cells], axis=1))
+    if not rows:
+        raise ValueError("no target val images")
+    grid = np.concatenate(rows, axis=0)
+    plt = _matplotlib()
+    titles = ["image", "ground truth", *models]
+    cell_h, cell_w = size
+    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
+                             figsize=(2.6 * len(titles), 2.6 * len(rows) * cell_h / cell_w + 0.4))
+    for r in range(len(rows)):
+        for c, title in enumerate(titles):
+            ax = axes[r][c]
+            ax.imshow(grid[r * cell_h:(r + 1) * cell_h, c * cell_w:(c + 1) * cell_w], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png, torch.from_numpy(grid).permute(2, 0, 1).float().div(255)
+
+
+def _tensorboard(out: Path, evals: dict[str, dict], grid) -> None:
+    """The report's numbers and the prediction grid as TensorBoard data under ``report/``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; a broken install must not lose the report
+        return
+    writer = SummaryWriter(str(out / "tb"))
+    try:
+        for name, ev in evals.items():
+            tag = name.split(" (")[0].replace(" ", "_")
+            for cls, iou in (ev.get("per_class") or {}).items():
+                if isinstance(iou, (int, float)) and not math.isnan(iou):
+                    writer.add_scalar(f"report/{tag}/IoU/{cls}", iou, 0)
+            for key in ("mIoU19", "mIoU16", "mIoU13"):
+                if isinstance(ev.get(key), (int, float)) and not math.isnan(ev[key]):
+                    writer.add_scalar(f"report/{tag}/{key}", ev[key], 0)
+        if grid is not None:
+            writer.add_image("report/predictions", grid, 0)
+    finally:
+        writer.close()
 
 
 def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict] = None) -> Path:
@@ -98,7 +204,7 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
               "warmup_source_only": "source-only warm-up (phase c's start)",  # final_init_ssl=false
               "final": "final M1 (phase c)"}
     evals = {labels[k]: phases[k]["eval"] for k in labels if phases.get(k, {}).get("eval")}
-    minutes = {labels[k]: phases[k].get("seconds", float("nan")) / 60 for k in labels if k in phases}
+    minutes = {labels[k]: model_seconds(phases, k) / 60 for k in labels if k in phases}
 
     lines = [f"# sci2i report: {cfg.name}", ""]
     lines += [f"- code revision: `{git_revision()}`", f"- configuration: `config.yaml`",
@@ -106,7 +212,7 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
               f"- segmentation backbone: {cfg.model.backbone}; discriminator trunk: {cfg.discriminator.trunk}", ""]
 
     lines += ["## Summary (target val)", ""]
-    head = "| model | " + " | ".join(metrics) + " | time (min) |"
+    head = "| model | " + " | ".join(metrics) + " | time (min, every phase it needed) |"
     lines += [head, "|" + "---|" * (len(metrics) + 2)]
     for name, ev in evals.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(ev.get(m)) for m in metrics) + f" | {_fmt(minutes[name])} |")
@@ -114,6 +220,10 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
     if ea and eb:
         deltas = ", ".join(f"{m} {eb[m] - ea[m]:+.1f}" for m in metrics if m in ea and m in eb)
         lines += ["", f"Final vs warm-up: {deltas} points."]
+    spent = {k: v["seconds"] / 60 for k, v in phases.items() if isinstance(v, dict) and "seconds" in v}
+    if spent:
+        lines += ["", "Time per phase (min): " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items())
+                  + f"; all {sum(spent.values()):.1f}."]
     if class_set == "cityscapes19" and "toycity" not in cfg.name:
         lines += ["", "Paper (GTA5→Cityscapes, VGG16): source only 30.5, +SSL 39.2, full method 50.1 mIoU19."]
     lines.append("")
@@ -127,13 +237,25 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
         dst = fig_dir / "translated_pairs.png"
         fig_dir.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(Path(translate["figure"]).read_bytes())
-        figs.append(("Source images (top) and their translations G(x_s) (bottom), as in the paper's Fig. 2", dst))
+        figs.append(("One row per source image: synthetic x_s, its translation G(x_s) and a real target "
+                     "image x_t for reference, as in the paper's Fig. 2", dst))
+    models = {labels[k]: phases[k]["weights"] for k in ("warmup", "final") if phases.get(k, {}).get("weights")}
+    grid = None
+    if models:
+        try:
+            predictions, grid = prediction_figure(cfg, models, fig_dir / "predictions.png")
+            figs.append(("One row per target val image: the image, its ground truth, and the predictions of "
+                         + " and ".join(models) + " (Cityscapes palette; black: no class)", predictions))
+        except Exception as e:  # noqa: BLE001 — a figure must not lose the report
+            log.warning("prediction figure skipped: %s", e)
+    _tensorboard(out, evals, grid)
     if evals:
         figs.append(("Per-class IoU on target val", per_class_bars(evals, fig_dir / "per_class_iou.png")))
     phase_dirs = {k: Path(v["dir"]) for k, v in phases.items() if isinstance(v, dict) and v.get("dir")}
     curves = training_curves(phase_dirs, fig_dir / "training_curves.png")
     if curves:
-        figs.append(("Training curves (losses, validation mIoU)", curves))
+        figs.append(("Training curves of each phase: total losses (solid, left axis) and validation mIoU "
+                     "(dashed, right axis) against the step", curves))
     if figs:
         lines += ["## Figures", ""]
         for caption, path in figs:
