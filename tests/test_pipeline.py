@@ -189,7 +189,10 @@ def test_concurrent_runs_sharing_a_phase_wait_for_each_other(tmp_path):
         t.start()
     for t in threads:
         t.join()
-    assert len(calls) == 1 and out[0] == out[1] == {"value": 1, "seconds": out[0]["seconds"]}
+    assert len(calls) == 1 and out[0] == out[1]
+    # the work's outputs, and what the runner measured of it
+    assert out[0]["value"] == 1 and set(out[0]) == {"value", "seconds", "cpu_seconds", "peak_memory"}
+    assert out[0]["peak_memory"]["rss_gb"] > 0
 
 
 def test_experiment_rows_per_seed_get_their_own_folders_and_seed():
