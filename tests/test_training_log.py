@@ -87,3 +87,12 @@ def test_train_seg_off_a_terminal_writes_plain_lines_to_stdout_and_log_txt(tmp_p
     assert "\r" not in captured.err and "train-seg step" not in captured.err
     logged = [line for line in (out / "log.txt").read_text().splitlines() if "train-seg step" in line]
     assert len(logged) == 2 and logged[1].endswith(printed[1])
+
+
+def test_no_bar_off_a_terminal_for_toycity_translation_and_pseudo_labels(tmp_path, capfd):
+    """tqdm draws nothing when stderr is a log file, whatever the caller's progress flag."""
+    from sci2i.toycity import generate
+
+    generate(tmp_path / "toy", seed=0, workers=1, progress=True, width=32, height=16, n_source=1,
+             n_target_train=1, n_target_val=1)
+    assert "\r" not in capfd.readouterr().err

@@ -196,7 +196,9 @@ def write_pseudo_labels(
     loader = DataLoader(_FullSizeItems(dataset, long_side), batch_size=1, num_workers=workers,
                         worker_init_fn=worker_init if workers > 0 else None)
     items = loader
-    if progress:
+    from sci2i.train.progress import on_terminal
+
+    if on_terminal(progress):  # a bar on a terminal only, never in a log file
         from tqdm import tqdm
 
         items = tqdm(loader, total=len(dataset), desc="pseudo-label", leave=False)

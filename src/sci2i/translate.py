@@ -42,6 +42,7 @@ from sci2i.data.robust import BadFileLedger
 from sci2i.data.transforms import resize_image, scaled_size
 from sci2i.errors import DataError, UserError
 from sci2i.models.generator import Generator
+from sci2i.train.progress import on_terminal
 from sci2i.utils.checkpoint import load_state_dict_strict, load_weights
 
 log = logging.getLogger("sci2i")
@@ -151,7 +152,7 @@ def translate_dataset(
     fixed_z = None if sample_z else G.sample_z(1, device, torch.Generator(device=device).manual_seed(z_seed))[0]
     ledger = BadFileLedger(max_bad_files)
     n_images = n_labels = 0
-    for index in tqdm(range(len(reader)), desc="translate", disable=not progress, dynamic_ncols=True):
+    for index in tqdm(range(len(reader)), desc="translate", disable=not on_terminal(progress), dynamic_ncols=True):
         rel = Path(reader.name(index)).relative_to(img_sub) if img_sub else Path(reader.name(index))
         try:
             image, _ = reader.read(index)  # the label too: training reads it, so must we

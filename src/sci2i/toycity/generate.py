@@ -150,7 +150,9 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, *, overwrite: bool = Fal
     hist = {k: np.zeros(256, np.int64) for k in _SPLIT_CODE}
     from tqdm import tqdm
 
-    bar = tqdm(total=len(jobs), desc=f"toy-city -> {root}", unit="img", disable=not progress)
+    from sci2i.train.progress import on_terminal
+
+    bar = tqdm(total=len(jobs), desc=f"toy-city -> {root}", unit="img", disable=not on_terminal(progress))
     if workers == 1:
         results = map(_job, jobs)
     else:

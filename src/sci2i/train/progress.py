@@ -56,6 +56,11 @@ def peak_memory(device: Optional[torch.device]) -> str:
     return f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB"  # KiB on Linux
 
 
+def on_terminal(progress: bool = True) -> bool:
+    """Whether to draw a progress bar: asked for and stderr is a terminal (never in a log file)."""
+    return progress and sys.stderr.isatty()
+
+
 class TrainingLog:
     """The log lines and the terminal bar of one training loop from ``start`` to ``total`` steps.
 
@@ -74,7 +79,7 @@ class TrainingLog:
         self._last_step = start
         self._last_time = time.perf_counter()
         self.bar = None
-        if enabled and progress and sys.stderr.isatty():
+        if enabled and on_terminal(progress):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=start, desc=phase, dynamic_ncols=True)
