@@ -15,6 +15,7 @@ from sci2i.losses.i2i import generator_seg_loss
 from sci2i.models.stylegan_layers import NoiseInjection
 from sci2i.train.i2i import I2ITrainer, LossWeights, build_i2i_datasets, loss_weights_at, train_i2i
 from sci2i.utils.checkpoint import load_state, load_weights
+from sci2i.utils.rundir import RunDir
 
 TINY = [
     "generator.channels=[8,8,16,16]", "generator.latent_dim=8", "generator.style_dim=8",
@@ -35,9 +36,10 @@ def _batch(seed: int = 0, n: int = 2, size: int = 32):
 
 
 @pytest.fixture()
-def trainer():
+def trainer(tmp_path):
     torch.manual_seed(0)
-    t = I2ITrainer(load_config(None, TINY + ["i2i.lambda_cgan=0.3"]), "cpu")
+    cfg = load_config(None, TINY + ["i2i.lambda_cgan=0.3"])
+    t = I2ITrainer(cfg, RunDir(cfg, tmp_path / "run", enabled=False), "cpu")
     with torch.no_grad():  # non-zero noise strength, so it can receive a gradient through the noise
         for m in t.G.modules():
             if isinstance(m, NoiseInjection):
@@ -98,10 +100,19 @@ def test_generator_step_leaves_discriminator_unchanged(trainer):
 def test_full_step_updates_both_and_ema(trainer):
     src, y_s, trg, _ = _batch()
     ema_before = _snapshot(trainer.G_ema.parameters())
-    losses = trainer.train_step(src, y_s, trg, None, step=0)  # online pseudo labels
+    g_before = _snapshot(trainer.G.parameters())
+    d_before = _snapshot(trainer.D.trainable_parameters())
+    trunk_before = _snapshot(trainer.D.trunk.parameters())
+    losses = trainer.step_on_batch(src, y_s, trg, None, step=0)  # online pseudo labels
     for key in ("Loss/D/total", "Loss/D/seg_pl", "Loss/D/gan", "Loss/G/total", "Loss/G/seg", "Loss/G/id"):
         assert torch.isfinite(losses[key])
-    assert not _same(ema_before, trainer.G_ema.parameters())
+    # every trainable tensor of G and of D moved; D's frozen trunk did not
+    assert all(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(d_before, trainer.D.trainable_parameters()))
+    assert _same(trunk_before, trainer.D.trunk.parameters())
+    # the EMA of G is one step of decay 0.9 (TINY) towards the updated G
+    for e0, g, e in zip(ema_before, trainer.G.parameters(), trainer.G_ema.parameters()):
+        torch.testing.assert_close(e, 0.9 * e0 + 0.1 * g.detach())
     assert all(not p.requires_grad for p in trainer.G_ema.parameters())
 
 
