@@ -45,6 +45,7 @@ from sci2i.data.custom import SOURCE_SPLIT, dataset_from_file, is_dataset_file
 from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
 from sci2i.data.transforms import EvalTransform, TrainTransform
 from sci2i.errors import DataError
+from sci2i.utils.log_once import log_once
 from sci2i.utils.runtime import loader_workers
 
 log = logging.getLogger("sci2i")
@@ -142,8 +143,8 @@ def unique_frames(parts: list[SegmentationDataset]) -> Dataset:
         keep = [s for s in part.samples if image_stem(s[2]) not in later]
         later.update(image_stem(s[2]) for s in part.samples)
         if len(keep) < len(part.samples):
-            log.info("%s: %d of %d images are frames of a later target folder and are read there only",
-                     part.root, len(part.samples) - len(keep), len(part.samples))
+            log_once(log, logging.INFO, "%s: %d of %d images are frames of a later target folder and are "
+                     "read there only", part.root, len(part.samples) - len(keep), len(part.samples))
         if keep:
             part.samples = keep
             kept.append(part)
