@@ -31,8 +31,53 @@ def test_one_name_per_kind_of_option():
     for name, sub in _subparsers(build_parser()).items():
         options = {o for a in sub._actions for o in a.option_strings}
         assert not options & set(ALIASES), (name, options & set(ALIASES))
-        if "--no-progress" not in options:
-            assert name in {"run", "translate", "bench"}, f"{name} has no --no-progress"
+        assert "--no-progress" in options, f"{name} has no --no-progress"
+
+
+#: The fewest arguments each command parses with (its required options).
+REQUIRED = {
+    "translate": ["--checkpoint", "G", "--input", "i", "--output", "o"],
+    "pseudo-label": ["--checkpoint", "C", "--input", "i", "--output", "o"],
+    "predict": ["--checkpoint", "C", "--input", "i", "--output", "o"],
+    "evaluate": ["--checkpoint", "C"],
+    "probe": ["--checkpoint", "C", "--output", "o"],
+    "toycity": ["--output", "o"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(_subparsers(build_parser())))
+def test_every_command_accepts_no_progress(name):
+    parser = build_parser()
+    for extra in ([], ["--no-progress"]):
+        try:
+            args = parse_args(parser, [name, *REQUIRED.get(name, []), *extra])
+        except SystemExit:  # a required option this table does not know: say which command
+            pytest.fail(f"`sci2i {name}` did not parse with {REQUIRED.get(name, [])} {extra}")
+        assert args.no_progress is bool(extra), name
+
+
+def test_run_and_translate_pass_no_progress_on(monkeypatch, tmp_path):
+    """``--no-progress`` reaches the library: the pipeline and the translation get progress=False."""
+    import sci2i.pipeline.runner as runner
+    import sci2i.translate as translate
+
+    seen = {}
+
+    def record(name):
+        def fake(*args, progress=True, **kwargs):
+            seen[name] = progress
+            return {}
+        return fake
+
+    monkeypatch.setattr(runner, "run_pipeline", record("run"))
+    monkeypatch.setattr(translate, "load_generator", lambda path, device: (None, None))
+    monkeypatch.setattr(translate, "translate_dataset", record("translate"))
+    from sci2i.cli import main
+
+    assert main(["run", "toycity", f"run.out_dir={tmp_path / 'r'}", "--no-progress"]) == 0
+    assert main(["translate", "--checkpoint", "G", "--input", "i", "--output", str(tmp_path / "t"),
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert seen == {"run": False, "translate": False}
 
 
 @pytest.mark.parametrize("argv, dest, value", [

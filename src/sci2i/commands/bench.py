@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the fp32-eager baseline and the optimised settings; print speed-up ratios")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON to OUT")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (the one option of every command; bench draws none, it prints a table)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides applied to every variant")
     p.set_defaults(func=main)
 

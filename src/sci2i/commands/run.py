@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and report mean ± std per row")
     p.add_argument("--list", action="store_true", help="list presets and experiments, then exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (there are none off a terminal); the log lines stay")
     p.set_defaults(func=main)
 
 
@@ -70,10 +72,10 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds and not args.experiment:
         raise ConfigError("--seeds needs --experiment TABLE (a single run takes run.seed=S)")
     if args.experiment:
-        run_experiment(args.experiment, preset, overrides, seeds=args.seeds)
+        run_experiment(args.experiment, preset, overrides, seeds=args.seeds, progress=not args.no_progress)
         return 0
     cfg = load_config(preset, overrides)
-    summary = run_pipeline(cfg)
+    summary = run_pipeline(cfg, progress=not args.no_progress)
     ev = summary.get("final_eval") or {}
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun the summary is rank 0's to print

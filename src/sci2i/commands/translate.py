@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rescale so the longer side is N before translating (0: keep size)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--max-images", type=int, default=0, help="translate only the first N (0: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
     p.set_defaults(func=main)
 
 
@@ -43,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     summary = translate_dataset(
         G, args.input, args.output, fmt=args.format,
         z_seed=args.seed if args.sample_z else args.z_seed, sample_z=args.sample_z,
-        long_side=args.long_side, device=device, max_images=args.max_images,
+        long_side=args.long_side, device=device, max_images=args.max_images, progress=not args.no_progress,
     )
     print(json.dumps(summary, indent=2))
     return 0

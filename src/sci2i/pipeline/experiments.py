@@ -60,7 +60,7 @@ def row_configs(table: str, preset: str | None, overrides: list[str], seed: int 
 
 
 def run_experiment(table: str, preset: str | None, overrides: list[str],
-                   seeds: list[int] | None = None) -> Path:
+                   seeds: list[int] | None = None, progress: bool = True) -> Path:
     """Every row of ``table`` (once per seed of ``seeds``, if given); writes ``table.md``."""
     from sci2i.pipeline.runner import run_pipeline
 
@@ -73,7 +73,7 @@ def run_experiment(table: str, preset: str | None, overrides: list[str],
         for i, (row, cfg) in enumerate(rows):
             log.info("experiment %s: row '%s'%s", table, row["name"],
                      "" if seed is None else f" (seed {seed})")
-            summary = run_pipeline(cfg, cache_dir=cache)
+            summary = run_pipeline(cfg, cache_dir=cache, progress=progress)
             run = {"seed": cfg.run.seed, "summary": summary, "out_dir": cfg.run.out_dir}
             if spec.get("probe"):
                 from sci2i.probe import probe_run

@@ -83,8 +83,9 @@ def final_config(cfg: Config, translated_root: str) -> Config:
 class Pipeline:
     """The three phases of the method for one configuration, in one run directory."""
 
-    def __init__(self, cfg: Config, cache_dir: Optional[Path] = None) -> None:
+    def __init__(self, cfg: Config, cache_dir: Optional[Path] = None, progress: bool = True) -> None:
         self.cfg = cfg
+        self.progress = progress  # progress bars (on a terminal only); False: --no-progress
         self.out = Path(cfg.run.out_dir)
         self.cache = Path(cache_dir or cfg.pipeline.cache_dir or self.out / "phases")
         self.rundir: Optional[RunDir] = None
@@ -137,9 +138,9 @@ class Pipeline:
         cfg = self.cfg
         init_distributed(resolve_device(cfg.perf.device).type)
         if is_main_process():
-            cfg = steps.ensure_toycity(cfg)  # generates toy-city once, on rank 0
+            cfg = steps.ensure_toycity(cfg, self.progress)  # generates toy-city once, on rank 0
         barrier()
-        self.cfg = cfg = steps.ensure_toycity(cfg)  # the other ranks find it complete
+        self.cfg = cfg = steps.ensure_toycity(cfg, self.progress)  # the other ranks find it complete
         steps.check_data(cfg)
         # wait=True: a second `sci2i run` on this folder waits for the first, then finds its phases done
         self.rundir = RunDir(cfg, self.out, enabled=is_main_process(), wait=True)
@@ -158,20 +159,22 @@ class Pipeline:
         if cfg.i2i.pseudo_labels == "precomputed":
             pl_fp = fingerprint(warm_fp, "pseudo")
             pl = self._phase("pseudo_labels", pl_fp,
-                             lambda d: steps.write_pseudo_labels(warm["weights"], cfg, d))
+                             lambda d: steps.write_pseudo_labels(warm["weights"], cfg, d, self.progress))
+            self._record("pseudo_labels", pl)  # its seconds count in M1's time (report.MODEL_PHASES)
             pl_dir = pl["label_dir"]
 
         # (b) I2I: G and D
         icfg = _replace(cfg, i2i=dict(pseudo_label_dir=pl_dir))
         i2i_fp = fingerprint(data_fp, pl_fp, cfg.generator, cfg.discriminator,
                              dataclasses.replace(cfg.i2i, pseudo_label_dir=""))
-        i2i = self._phase("i2i", i2i_fp, lambda d: steps.train_i2i(icfg, d), all_ranks=True)
+        i2i = self._phase("i2i", i2i_fp, lambda d: steps.train_i2i(icfg, d, self.progress), all_ranks=True)
         self._record("i2i", i2i)
 
         # G(x_s): the translated source set
         tr_fp = fingerprint(i2i_fp, cfg.pipeline.translate_z)
         tr = self._phase("translate", tr_fp,
-                         lambda d: steps.translate_source(i2i["generator"], cfg, d))
+                         lambda d: steps.translate_source(i2i["generator"], cfg, d, self.progress))
+        self._record("translate", tr)
 
         # (c) final segmentation: M1, from ImageNet weights, M0, or the source-only warm-up
         fcfg = final_config(cfg, tr["root"])
@@ -186,15 +189,16 @@ class Pipeline:
                 init = src_only["weights"]
         final_fp = fingerprint(data_fp, tr_fp, fcfg.model, dataclasses.replace(fcfg.seg, translated_root=""),
                                cfg.pipeline.final_init, init_fp)
-        final = self._phase("final", final_fp, lambda d: steps.train_segmentation(fcfg, d, init_weights=init),
-                            all_ranks=True)
+        final = self._phase("final", final_fp, lambda d: steps.train_segmentation(
+            fcfg, d, init_weights=init, progress=self.progress), all_ranks=True)
         self._record("final", final)
         return self._finish(final=final, final_name="final", translate=tr)
 
     def _warmup(self, wcfg: Config, data_fp: str) -> tuple[dict, str]:
         """A warm-up phase (a) for ``wcfg`` (run or found in the cache): its outputs and fingerprint."""
         fp = fingerprint(data_fp, wcfg.model, wcfg.seg)
-        return self._phase("warmup", fp, lambda d: steps.train_segmentation(wcfg, d), all_ranks=True), fp
+        return self._phase("warmup", fp, lambda d: steps.train_segmentation(wcfg, d, progress=self.progress),
+                           all_ranks=True), fp
 
     def _record(self, name: str, outputs: dict) -> None:
         self.results[name] = outputs
@@ -238,5 +242,5 @@ class Pipeline:
         return summary
 
 
-def run_pipeline(cfg: Config, cache_dir: Optional[Path] = None) -> dict:
-    return Pipeline(cfg, cache_dir).run()
+def run_pipeline(cfg: Config, cache_dir: Optional[Path] = None, progress: bool = True) -> dict:
+    return Pipeline(cfg, cache_dir, progress).run()

@@ -33,7 +33,7 @@ class PhaseInterrupted(UserError):
     """A phase stopped on a signal; its checkpoint is on disk and ``sci2i run`` resumes it."""
 
 
-def ensure_toycity(cfg: Config) -> Config:
+def ensure_toycity(cfg: Config, progress: bool = True) -> Config:
     """The dataset roots of a run: the configured ones, or toy-city (the demo).
 
     toy-city is generated (once) and used only when neither root is set and the preset asks
@@ -56,7 +56,8 @@ def ensure_toycity(cfg: Config) -> Config:
     # A toy-city of other sizes or an older generator version is replaced; any other
     # non-empty folder is an error (generate refuses to overwrite what it did not write).
     with folder_lock(root):  # two runs starting together generate it once
-        generate(root, seed=0, overwrite=read_manifest(root) is not None, **dict(cfg.pipeline.toycity_sizes))
+        generate(root, seed=0, overwrite=read_manifest(root) is not None, progress=progress,
+                 **dict(cfg.pipeline.toycity_sizes))
     data = dataclasses.replace(cfg.data, source_format="gta5", source_root=str(root / "source"),
                                target_root=str(root / "target"))
     return dataclasses.replace(cfg, data=data)
@@ -98,35 +99,36 @@ def _eval_summary(results: dict | None) -> dict | None:
     return {k: results[k] for k in keep if k in results}
 
 
-def train_segmentation(cfg: Config, folder: Path, init_weights: str = "") -> dict:
+def train_segmentation(cfg: Config, folder: Path, init_weights: str = "", progress: bool = True) -> dict:
     """Phase (a) or (c): a mean-teacher run in ``folder``; resumes from its checkpoints."""
-    out = seg_training(cfg, out_dir=folder, resume=True, init_weights=init_weights or None)
+    out = seg_training(cfg, out_dir=folder, resume=True, init_weights=init_weights or None, progress=progress)
     if out.get("stopped"):
         raise PhaseInterrupted(f"segmentation stopped at step {out['step']}; run the same command again to resume")
     return {"dir": str(folder), "weights": str(out["weights"]), "step": out["step"],
             "eval": _eval_summary(out.get("eval"))}
 
 
-def write_pseudo_labels(weights: str, cfg: Config, folder: Path) -> dict:
+def write_pseudo_labels(weights: str, cfg: Config, folder: Path, progress: bool = True) -> dict:
     """ŷ_t: M0's teacher on every unlabelled target image of the I2I phase."""
     device = resolve_device(cfg.perf.device)
     model = load_segmenter(weights, device)
     dataset = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
     label_dir = folder / "labels"
     n = write_labels(model, dataset, label_dir, device, cfg.data.eval_long_side, num_workers=cfg.data.num_workers,
-                     amp_dtype=amp_dtype(cfg.perf.amp, device), max_bad_files=cfg.data.max_bad_files)
+                     amp_dtype=amp_dtype(cfg.perf.amp, device), max_bad_files=cfg.data.max_bad_files,
+                     progress=progress)
     return {"dir": str(folder), "label_dir": str(label_dir), "images": n}
 
 
-def train_i2i(cfg: Config, folder: Path) -> dict:
+def train_i2i(cfg: Config, folder: Path, progress: bool = True) -> dict:
     """Phase (b): G and D in ``folder``; resumes from its checkpoints."""
-    out = i2i_training(cfg, folder, resume=True)
+    out = i2i_training(cfg, folder, resume=True, progress=progress)
     if out.get("stopped"):
         raise PhaseInterrupted(f"I2I training stopped at step {out['step']}; run the same command again to resume")
     return {"dir": str(folder), "generator": out["generator"], "figure": out["figure"], "step": out["step"]}
 
 
-def translate_source(generator: str, cfg: Config, folder: Path) -> dict:
+def translate_source(generator: str, cfg: Config, folder: Path, progress: bool = True) -> dict:
     """G(x_s) for the whole source set, in the source's own layout (a source dataset itself)."""
     device = resolve_device(cfg.perf.device)
     G, _ = load_generator(generator, device)
@@ -137,7 +139,7 @@ def translate_source(generator: str, cfg: Config, folder: Path) -> dict:
     out = translate_dataset(G, source, root, fmt=fmt, z_seed=cfg.run.seed,
                             sample_z=cfg.pipeline.translate_z == "sample", long_side=cfg.data.long_side,
                             device=device, max_images=cfg.data.max_images,
-                            max_bad_files=cfg.data.max_bad_files)
+                            max_bad_files=cfg.data.max_bad_files, progress=progress)
     figure = Path(generator).parent / "figures" / "i2i_pairs.png"
     return {"dir": str(folder), "root": str(root), "images": out["images"],
             "figure": str(figure) if figure.is_file() else None}
