@@ -199,3 +199,19 @@ stream.close()
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "torch.Size([2, 3, 32, 64])" in proc.stdout
+
+
+def test_worker_count_is_capped_by_the_cores_of_each_process(monkeypatch):
+    """data.num_workers=8 (the paper presets) on a 2-core machine is 2 workers per stream, and
+    under torchrun each of the machine's ranks gets its share (PyTorch warns at every loader
+    that asks for more workers than cores)."""
+    from sci2i.utils import runtime
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert [runtime.loader_workers(n) for n in (0, 1, 2, 8)] == [0, 1, 2, 2]
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert [runtime.loader_workers(n) for n in (0, 2, 8)] == [0, 2, 4]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert runtime.loader_workers(8) == 1  # never none when some were asked for
