@@ -20,6 +20,9 @@ import pytest
 import torch
 from fixtures import write_cityscapes, write_gta5
 
+#: seconds: only a guard against a hung torchrun, never a speed assertion (shared machines)
+HANG = 900
+
 COMMON = [
     "model.backbone=efficientnet_lite0", "model.aspp_rates=[1,2,3,4]", "discriminator.trunk=efficientnet_lite0",
     "data.long_side=64", "data.crop_size=32", "data.eval_long_side=64", "data.num_workers=0",
@@ -116,7 +119,7 @@ def _torchrun(tmp_path: Path, worker: str, steps: int, overrides: list[str]) -> 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(script), str(out), str(steps), *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110, cwd=tmp_path)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return (torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True))
 
