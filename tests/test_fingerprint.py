@@ -17,6 +17,7 @@ SPEED_AND_LOGGING = [
     (SegTrainConfig, "log_every", 7),
     (I2IConfig, "log_every", 7),
     (I2IConfig, "sample_every", 7),
+    (I2IConfig, "kid_images", 7),
 ]
 #: method settings: each changes its phase
 METHOD = [
@@ -25,6 +26,7 @@ METHOD = [
     (DataConfig, "max_images", 5),
     (SegTrainConfig, "lr", 1e-4),
     (SegTrainConfig, "lambda_con", 0.5),
+    (SegTrainConfig, "second_source", "plain_aug"),
     (I2IConfig, "lambda_cgan", 0.5),
     (I2IConfig, "steps", 10),
 ]

@@ -87,7 +87,7 @@ def test_gta5_cityscapes_end_to_end_skips_bad_files_and_keeps_finished_phases(pa
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="sci2i"):
         assert cli(["run", "gta5-cityscapes", f"run.out_dir={out}", *STEPS]) == 0
-    summary = _assert_report(out, {"warmup", "pseudo_labels", "i2i", "translate", "final"})
+    summary = _assert_report(out, {"warmup", "pseudo_labels", "i2i", "translate", "kid", "final"})
     ev = summary["final_eval"]
     assert ev["num_images"] == 2 and ev["class_set"] == "cityscapes19"
     phases = _phases(out)
@@ -124,14 +124,14 @@ def test_gta5_cityscapes_end_to_end_skips_bad_files_and_keeps_finished_phases(pa
     assert cli(["run", "gta5-cityscapes", f"run.out_dir={out}", *STEPS, "i2i.lambda_cgan=0.5"]) == 0
     after = {p.name.rsplit("-", 1)[0] + "/" + p.name for p in (out / "phases").iterdir() if p.is_dir()}
     new = {k.split("/")[0] for k in after if k.split("/")[1] not in {d for d, _ in before.values()}}
-    assert new == {"i2i", "translate", "final"}
+    assert new == {"i2i", "translate", "kid", "final"}
 
 
 def test_synthia_cityscapes_end_to_end(paper_data, monkeypatch, tmp_path):
     _env(monkeypatch, paper_data, "synthia")
     out = tmp_path / "run"
     assert cli(["run", "synthia-cityscapes", f"run.out_dir={out}", *STEPS]) == 0
-    summary = _assert_report(out, {"warmup", "pseudo_labels", "i2i", "translate", "final"})
+    summary = _assert_report(out, {"warmup", "pseudo_labels", "i2i", "translate", "kid", "final"})
     assert summary["final_eval"]["class_set"] == "synthia16"
     assert {"mIoU16", "mIoU13"} <= set(summary["final_eval"])
     report = (out / "report.md").read_text()
@@ -151,7 +151,7 @@ def test_gta5_cityscapes_under_torchrun_two_ranks(paper_data, tmp_path):
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-6000:]
     assert "Traceback" not in text
-    _assert_report(out, {"warmup", "pseudo_labels", "i2i", "translate", "final"})
+    _assert_report(out, {"warmup", "pseudo_labels", "i2i", "translate", "kid", "final"})
     # rank 0 alone logs and prints the summary
     assert proc.stdout.count("done: ") == 1
     assert text.count("phase final: running") == 1

@@ -32,6 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--max-images", type=int, default=0, help="translate only the first N (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
+    kid = p.add_argument_group("translation quality (KID, sci2i.eval.kid)")
+    kid.add_argument("--kid-target", metavar="DIR",
+                     help="folder of target images (searched recursively, e.g. "
+                          "cityscapes/leftImg8bit/train): print the KID of the inputs and of their "
+                          "translations against them")
+    kid.add_argument("--kid-trunk", default="efficientnet_lite0", choices=["efficientnet_lite0", "vgg16"],
+                     help="ImageNet network whose pooled features KID compares (default efficientnet_lite0)")
+    kid.add_argument("--kid-trunk-weights", default="package", metavar="PATH",
+                     help="its weights: 'package' (efficientnet_lite0) or vgg16-397923af.pth")
+    kid.add_argument("--kid-images", type=int, default=1000, metavar="N",
+                     help="at most N images per set (default 1000)")
     p.set_defaults(func=main)
 
 
@@ -46,5 +57,15 @@ def main(args: argparse.Namespace) -> int:
         z_seed=args.seed if args.sample_z else args.z_seed, sample_z=args.sample_z,
         long_side=args.long_side, device=device, max_images=args.max_images, progress=not args.no_progress,
     )
+    if args.kid_target:
+        from sci2i.data.build import source_reader
+        from sci2i.eval.kid import KIDFeatures, translation_kid
+
+        # every set at the translation's size (--long-side; 0: as the files are)
+        summary["kid"] = translation_kid(
+            source_reader(args.input, args.format, max_images=args.max_images),
+            source_reader(args.output, args.format), source_reader(args.kid_target, "folder"),
+            KIDFeatures(args.kid_trunk, args.kid_trunk_weights).to(device), device,
+            max_images=args.kid_images, long_side=args.long_side)
     print(json.dumps(summary, indent=2))
     return 0

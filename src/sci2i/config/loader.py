@@ -15,7 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sci2i.config.schema import ALIGN_PRIORS, CON_LOSSES, CON_MIXES, OUTPUT_STRIDES, SEG_HEADS, Config
+from sci2i.config.schema import (ALIGN_PRIORS, CON_LOSSES, CON_MIXES, OUTPUT_STRIDES, SECOND_SOURCES,
+                                 SEG_HEADS, Config)
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -196,6 +197,7 @@ _CHOICES = {
     "seg.con_loss": CON_LOSSES,
     "seg.con_mix": CON_MIXES,
     "seg.con_align_prior": ALIGN_PRIORS,
+    "seg.second_source": SECOND_SOURCES,
     "pipeline.final_con_align_prior": (None, *ALIGN_PRIORS),
 }
 
@@ -219,6 +221,7 @@ def validate(cfg: Config) -> None:
         "i2i.lambda_pl", "i2i.lambda_cgan", "i2i.lambda_gseg", "i2i.lambda_id", "i2i.steps",
         "seg.noise_std", "seg.jitter", "data.max_images", "data.num_workers", "data.max_bad_files",
         "seg.weight_decay", "run.max_nonfinite_steps", "probe.steps",
+        "i2i.kid_images", "pipeline.kid_images", "pipeline.toycity_seed",
     ]
     for key in nonneg:
         if _get(cfg, key) < 0:

@@ -82,6 +82,12 @@ CON_MIXES = ("none", "classmix")
 #: teacher's own on the target when self-training starts.
 ALIGN_PRIORS = ("source", "start")
 
+#: The second labelled set of Eq. 11 (``seg.second_source``), mixed with x_s at
+#: ``seg.translated_fraction``: "translated" = G(x_s) from ``seg.translated_root`` (the paper;
+#: none when that is empty, as in phase a); the controls "plain_aug" = x_s under a photometric
+#: augmentation drawn on the fly (sci2i.train.augment, no network) and "source" = x_s again.
+SECOND_SOURCES = ("translated", "plain_aug", "source")
+
 
 
 #: Output strides each segmentation backbone supports (8 is the paper's DeepLab-v2).
@@ -177,6 +183,10 @@ class SegTrainConfig:
     # from ``translated_root`` (a GTA5/SYNTHIA-layout folder written by `sci2i translate`).
     translated_root: str = ""
     translated_fraction: float = 0.5
+    # What that fraction is (SECOND_SOURCES): "translated" (G(x_s), the paper), or the control
+    # sets "plain_aug" (x_s photometrically augmented: grey, colour, blur, contrast, noise) and
+    # "source" (x_s again, drawn by a stream of its own) — both without ``translated_root``.
+    second_source: str = field(default="translated", metadata=SINCE_ADDED)
     # Oracle / target-supervised: weight of CE on target train labels (0 = unsupervised).
     lambda_trg_sup: float = 0.0
     # Perturbation P(x_t) of the student's target input (Eq. 12).
@@ -235,6 +245,9 @@ class I2IConfig:
     # Translations of fixed source images written to TensorBoard and samples/ (fixed z, no
     # draw from the training RNG).
     sample_every: int = field(default=2000, metadata=NOT_A_RESULT)
+    # KID (sci2i.eval.kid) of EMA-G's translations of the first N source images against the
+    # first N target train images, at every ``sample_every`` (TensorBoard ``KID/…``); 0 = off.
+    kid_images: int = field(default=0, metadata=NOT_A_RESULT)
     log_every: int = field(default=50, metadata=NOT_A_RESULT)
 
 
@@ -283,7 +296,9 @@ class PipelineConfig:
     translated (+ consistency). ``null`` λ values mean ``seg.lambda_con``.
     """
 
-    # Run phases (b) and (c); false stops after (a) (Table 4 "source only" / "+SSL").
+    # Train G (phase b) and mix G(x_s) into phase (c); false: phase (c) trains on x_s alone
+    # (Table 4 "source only" / "+SSL" at the same budget as the other rows). Phase (b) also
+    # stays out with seg.second_source=plain_aug|source (the control rows need no G).
     i2i: bool = True
     # λ_con of the warm-up (a) and final (c) phases; 0 = no self-training in that phase.
     warmup_lambda_con: Optional[float] = None
@@ -302,7 +317,8 @@ class PipelineConfig:
     # model, false; the pseudo labels still come from M0). False keeps SSL out of M1's whole
     # training: Table 4's "+I2I" row, which the paper trains without SSL.
     final_init_ssl: bool = field(default=True, metadata=SINCE_ADDED)
-    # Steps of each segmentation phase (null = seg.steps).
+    # Steps of each segmentation phase (null = seg.steps); final_steps=0: no phase (c), the
+    # warm-up is the run's model.
     warmup_steps: Optional[int] = None
     final_steps: Optional[int] = None
     # z of the generator when translating the source set: fixed seed, or "sample" per image.
@@ -314,6 +330,14 @@ class PipelineConfig:
     # n_target_train, n_target_val; empty = defaults).
     toycity_dir: str = ""
     toycity_sizes: Dict[str, int] = field(default_factory=dict)
+    # Generation seed of that toy-city: 0 lives in ``toycity_dir``, N > 0 in
+    # ``<toycity_dir>-seed<N>`` (another benchmark of the same kind; ``run.seed`` is the
+    # training seed).
+    toycity_seed: int = field(default=0, metadata=SINCE_ADDED)
+    # KID of x_s and of G(x_s) against x_t (phase "kid" after the translation, sci2i.eval.kid)
+    # on at most this many images per set, features of the discriminator's ImageNet trunk
+    # (discriminator.trunk / trunk_weights); 0 = not computed.
+    kid_images: int = field(default=1000, metadata=SINCE_ADDED)
 
 
 @dataclass

@@ -7,7 +7,14 @@ row, and everything a previous ``sci2i run`` (the full method) already trained. 
 ``<out_dir>/<table>/table.md``. With ``seeds``, the table is run once per seed (rows in
 ``<out_dir>/<table>/seed-<s>/<row>/``) and reports the mean ± sample standard deviation: on
 toy-city one seed moves mIoU19 by a few points (docs/RESULTS.md), more than most differences
-between rows.
+between rows. On toy-city with ``pipeline.toycity_seed=N`` (another generated benchmark) the
+table lives in ``<out_dir>/<table>/toycity-seed<N>/``, so tables of several toy-cities share
+one phase cache and never overwrite each other.
+
+Every row's final model trains for the same number of segmentation steps from the same start
+(the ``seg steps`` column; rows without I2I continue on x_s alone in phase c). A table's
+``comparisons`` are paired by seed (row a − row b on each seed, then their mean ± std), and
+its ``gap`` is the share of the oracle − source-only gap the method closes.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ def row_configs(table: str, preset: str | None, overrides: list[str], seed: int 
     if table not in tables:
         raise ConfigError(f"unknown experiment '{table}'; known: {', '.join(tables)}")
     base = load_config(preset, overrides)
-    table_dir = Path(base.run.out_dir) / table
+    table_dir = table_folder(base, table)
     seed_overrides = []
     if seed is not None:
         table_dir = table_dir / f"seed-{seed}"
@@ -59,13 +66,22 @@ def row_configs(table: str, preset: str | None, overrides: list[str], seed: int 
     return tables[table], out
 
 
+def table_folder(cfg, table: str) -> Path:
+    """``<out_dir>/<table>``, or ``<out_dir>/<table>/toycity-seed<N>`` on another generated toy-city."""
+    out = Path(cfg.run.out_dir) / table
+    if cfg.pipeline.toycity_dir and cfg.pipeline.toycity_seed and not (cfg.data.source_root and cfg.data.target_root):
+        out = out / f"toycity-seed{cfg.pipeline.toycity_seed}"
+    return out
+
+
 def run_experiment(table: str, preset: str | None, overrides: list[str],
                    seeds: list[int] | None = None, progress: bool = True) -> Path:
     """Every row of ``table`` (once per seed of ``seeds``, if given); writes ``table.md``."""
     from sci2i.pipeline.runner import run_pipeline
 
-    run_out = Path(load_config(preset, overrides).run.out_dir)
-    base_out = run_out / table
+    base = load_config(preset, overrides)
+    run_out = Path(base.run.out_dir)
+    base_out = table_folder(base, table)
     cache = run_out / "phases"
     spec, results = None, []
     for seed in seeds or [None]:
@@ -95,6 +111,52 @@ def _cell(values: list[float]) -> str:
             f"({', '.join(f'{v:.1f}' for v in values)})")
 
 
+def _by_role(results: list[dict], own) -> dict[str, dict[int, float]]:
+    """``{role: {seed: metric}}`` of the rows that have a role."""
+    return {r["row"]["role"]: {run["seed"]: own(run) for run in r["runs"]}
+            for r in results if r["row"].get("role")}
+
+
+def comparison_lines(spec: dict, results: list[dict], own) -> list[str]:
+    """The table's paired differences (``comparisons``) and the gap closed (``gap``), in words
+    that say where a comparison does not favour the first row."""
+    roles = _by_role(results, own)
+    names = {r["row"]["role"]: r["row"]["name"] for r in results if r["row"].get("role")}
+    lines: list[str] = []
+    pairs = [(a, b) for a, b in spec.get("comparisons", []) if a in roles and b in roles]
+    if pairs:
+        lines += ["", "Paired by seed (row − row on each seed; mean ± sample std over seeds):", "",
+                  "| comparison | difference | per seed | first row ahead on |", "|---|---:|---|---:|"]
+    for a, b in pairs:
+        seeds = sorted(set(roles[a]) & set(roles[b]))
+        diffs = [roles[a][s] - roles[b][s] for s in seeds]
+        if not diffs:
+            continue
+        mean = statistics.fmean(diffs)
+        spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+        ahead = sum(d > 0 for d in diffs)
+        lines.append(f"| {names[a]} − {names[b]} | {mean:+.2f}{spread} | "
+                     f"{', '.join(f'{d:+.2f}' for d in diffs)} | {ahead} of {len(diffs)} seeds |")
+    gap = spec.get("gap") or {}
+    if gap and all(gap.get(k) in roles for k in ("ours", "source", "oracle")):
+        from sci2i.probe import MIN_GAP_POINTS, gap_closed
+
+        mean = {k: statistics.fmean(roles[gap[k]].values()) for k in ("ours", "source", "oracle")}
+        paper = {k: next((r["row"].get("paper") for r in results if r["row"].get("role") == gap[k]), None)
+                 for k in mean}
+        ref = (f" (paper: {100 * gap_closed(paper['ours'], paper['source'], paper['oracle']):.0f} %)"
+               if None not in paper.values() else "")
+        what = f"Share of the oracle − source-only gap that {names[gap['ours']]} closes (means)"
+        if mean["oracle"] - mean["source"] < MIN_GAP_POINTS:
+            lines += ["", f"{what}: undefined — the oracle ({mean['oracle']:.1f}) is not at least "
+                          f"{MIN_GAP_POINTS:.0f} points above source only ({mean['source']:.1f}){ref}."]
+        else:
+            share = gap_closed(mean["ours"], mean["source"], mean["oracle"])
+            lines += ["", f"{what}: ({mean['ours']:.1f} − {mean['source']:.1f}) / ({mean['oracle']:.1f} − "
+                          f"{mean['source']:.1f}) = {100 * share:.1f} %{ref}."]
+    return lines
+
+
 def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, overrides,
                 seeds: list[int] | None = None) -> Path:
     """``out/table.md``: one line per row; over several seeds, mean ± sample std and the values.
@@ -105,12 +167,21 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
     seed_opt = ["--seeds " + ",".join(str(s) for s in seeds)] if seeds else []
     cmd = "sci2i run " + " ".join([preset or ""] + [f"--experiment {table}"] + seed_opt + list(overrides)).strip()
     lines = [f"# {spec['title']}", "", f"Command: `{cmd}`", ""]
+    base = load_config(preset, overrides)
+    if base.pipeline.toycity_dir and not (base.data.source_root and base.data.target_root):
+        lines += [f"toy-city generation seed {base.pipeline.toycity_seed}.", ""]
     if seeds and len(seeds) > 1:
         lines += [f"Seeds {', '.join(str(s) for s in seeds)}: mean ± sample standard deviation "
                   f"(the values of the seeds in order).", ""]
 
     def own(run: dict) -> float:
         return (run["summary"].get("final_eval") or {})[metric]
+
+    def steps(r: dict) -> str:
+        from sci2i.pipeline.runner import describe_seg_steps
+
+        seen = {describe_seg_steps(run["summary"].get("seg_steps")) for run in r["runs"]}
+        return " / ".join(sorted(seen)) or "–"
 
     if spec.get("probe"):
         lines += [f"| model | {metric} (own head) | {metric} (linear probe) | paper (probe) |", "|---|---:|---:|---:|"]
@@ -125,10 +196,11 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
 
             lines += ["", format_gap(by_role["ours"], by_role["source"], by_role["oracle"])]
     else:
-        lines += [f"| setting | {metric} | paper |", "|---|---:|---:|"]
+        lines += [f"| setting | {metric} | seg steps | paper |", "|---|---:|---|---:|"]
         for r in results:
-            lines.append(f"| {r['row']['name']} | {_cell([own(run) for run in r['runs']])} | "
+            lines.append(f"| {r['row']['name']} | {_cell([own(run) for run in r['runs']])} | {steps(r)} | "
                          f"{r['row'].get('paper', '–')} |")
+        lines += comparison_lines(spec, results, own)
     lines.append("")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "table.md"

@@ -195,6 +195,26 @@ def _tensorboard(out: Path, evals: dict[str, dict], grid) -> None:
         writer.close()
 
 
+def _steps_and_kid_lines(summary: dict) -> list[str]:
+    """The final model's segmentation steps, and the KID of x_s and G(x_s) against x_t."""
+    from sci2i.pipeline.runner import describe_seg_steps
+
+    lines = []
+    steps = describe_seg_steps(summary.get("seg_steps"))
+    if steps:
+        lines += ["", f"Segmentation steps of the final model: {steps}."]
+    kid = summary.get("kid")
+    if kid:
+        lines += ["", f"Translation quality: KID against the target train images ({kid['features']} "
+                  "features, mean ± std over subsets; lower = closer to the target's look):", "",
+                  "| images | KID vs x_t | images per set | subsets of |", "|---|---:|---:|---:|"]
+        for name, key in (("source x_s", "source_vs_target"), ("translated G(x_s)", "translated_vs_target")):
+            k = kid[key]
+            lines.append(f"| {name} | {k['kid']:.4f} ± {k['kid_std']:.4f} | "
+                         f"{k['n_x']} vs {k['n_y']} | {k['subset_size']} |")
+    return lines
+
+
 def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict] = None) -> Path:
     """Write ``out/report.md`` (and its figures) from the pipeline summary."""
     class_set = cfg.data.class_set
@@ -224,6 +244,7 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
     if spent:
         lines += ["", "Time per phase (min): " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items())
                   + f"; all {sum(spent.values()):.1f}."]
+    lines += _steps_and_kid_lines(summary)
     if class_set == "cityscapes19" and "toycity" not in cfg.name:
         lines += ["", "Paper (GTA5→Cityscapes, VGG16): source only 30.5, +SSL 39.2, full method 50.1 mIoU19."]
     lines.append("")

@@ -62,16 +62,42 @@ def warmup_config(cfg: Config) -> Config:
             steps=p.warmup_steps if p.warmup_steps is not None else cfg.seg.steps,
             lambda_con=p.warmup_lambda_con if p.warmup_lambda_con is not None else cfg.seg.lambda_con,
             translated_root="",
+            second_source="translated",  # with no translated_root: x_s alone
         ),
     )
 
 
+def uses_translation(cfg: Config) -> bool:
+    """Whether the run trains G and mixes G(x_s) into phase (c): not with ``pipeline.i2i=false``
+    (phase c on x_s alone) nor with a control set (``seg.second_source`` plain_aug / source)."""
+    return cfg.pipeline.i2i and cfg.seg.second_source == "translated"
+
+
+def final_steps(cfg: Config) -> int:
+    p = cfg.pipeline
+    return p.final_steps if p.final_steps is not None else cfg.seg.steps
+
+
+#: How a summary names the segmentation phases a final model went through.
+SEG_PHASE_NAMES = {"warmup": "warm-up", "warmup_source_only": "source-only warm-up", "final": "phase (c)"}
+
+
+def describe_seg_steps(seg_steps: Optional[dict]) -> str:
+    """``"600 (warm-up) + 600 (phase (c)) = 1,200"`` from a summary's ``seg_steps``; "" if absent."""
+    phases = (seg_steps or {}).get("phases") or {}
+    if not phases:
+        return ""
+    parts = " + ".join(f"{n:,} ({SEG_PHASE_NAMES.get(k, k)})" for k, n in phases.items())
+    return parts if len(phases) == 1 else f"{parts} = {seg_steps['total']:,}"
+
+
 def final_config(cfg: Config, translated_root: str) -> Config:
-    """Phase (c): source and G(x_s) 50/50 (Eq. 11) + consistency."""
+    """Phase (c): x_s and G(x_s) 50/50 (Eq. 11) + consistency; x_s alone when
+    ``translated_root`` is empty, or x_s and a control set (``seg.second_source``)."""
     p = cfg.pipeline
     lambda_con = p.final_lambda_con if p.final_lambda_con is not None else cfg.seg.lambda_con
     seg: dict[str, Any] = dict(
-        steps=p.final_steps if p.final_steps is not None else cfg.seg.steps,
+        steps=final_steps(cfg),
         lambda_con=lambda_con,
         translated_root=translated_root,
     )
@@ -90,6 +116,8 @@ class Pipeline:
         self.cache = Path(cache_dir or cfg.pipeline.cache_dir or self.out / "phases")
         self.rundir: Optional[RunDir] = None
         self.results: dict[str, Any] = {}
+        #: segmentation steps of the final model, per phase it went through (summary, tables)
+        self.seg_steps: dict[str, int] = {}
 
     # -- phase bookkeeping -------------------------------------------------------------------
     def _phase(self, name: str, fp: str, work: Callable[[Path], dict], all_ranks: bool = False) -> dict:
@@ -150,9 +178,38 @@ class Pipeline:
         wcfg = warmup_config(cfg)
         warm, warm_fp = self._warmup(wcfg, data_fp)
         self._record("warmup", warm)
-        if not cfg.pipeline.i2i:
+        if final_steps(cfg) == 0:  # no phase (c): the warm-up is the run's model
+            self.seg_steps = {"warmup": warm["step"]}
             return self._finish(final=warm, final_name="warmup")
 
+        tr, tr_fp = None, ""
+        if uses_translation(cfg):
+            tr, tr_fp = self._translation(cfg, warm, warm_fp, data_fp)
+
+        # (c) final segmentation: M1, from ImageNet weights, M0, or the source-only warm-up
+        fcfg = final_config(cfg, tr["root"] if tr else "")
+        init, init_fp, init_phase = "", "", None
+        if cfg.pipeline.final_init == "warmup":
+            init, init_fp, init_phase = warm["weights"], warm_fp, "warmup"
+            if not cfg.pipeline.final_init_ssl and wcfg.seg.lambda_con > 0:
+                # the warm-up of Table 4's "source only" row (the same phase, shared via the cache)
+                src_only, init_fp = self._warmup(
+                    warmup_config(_replace(cfg, pipeline=dict(warmup_lambda_con=0.0))), data_fp)
+                self._record("warmup_source_only", src_only)
+                init, init_phase = src_only["weights"], "warmup_source_only"
+        final_fp = fingerprint(data_fp, tr_fp, fcfg.model, dataclasses.replace(fcfg.seg, translated_root=""),
+                               cfg.pipeline.final_init, init_fp)
+        final = self._phase("final", final_fp, lambda d: steps.train_segmentation(
+            fcfg, d, init_weights=init, progress=self.progress), all_ranks=True)
+        self._record("final", final)
+        # the final model's whole segmentation training: the phase it continued from, then (c)
+        self.seg_steps = {**({init_phase: self.results[init_phase]["step"]} if init_phase else {}),
+                          "final": final["step"]}
+        return self._finish(final=final, final_name="final", translate=tr)
+
+    def _translation(self, cfg: Config, warm: dict, warm_fp: str, data_fp: str) -> tuple[dict, str]:
+        """Pseudo labels ŷ_t, phase (b), G(x_s) and its KID: the translate phase's outputs and
+        fingerprint."""
         # pseudo labels ŷ_t from M0's teacher (skipped with online pseudo labels)
         pl_dir = ""
         pl_fp = "online"
@@ -175,24 +232,11 @@ class Pipeline:
         tr = self._phase("translate", tr_fp,
                          lambda d: steps.translate_source(i2i["generator"], cfg, d, self.progress))
         self._record("translate", tr)
-
-        # (c) final segmentation: M1, from ImageNet weights, M0, or the source-only warm-up
-        fcfg = final_config(cfg, tr["root"])
-        init, init_fp = "", ""
-        if cfg.pipeline.final_init == "warmup":
-            init, init_fp = warm["weights"], warm_fp
-            if not cfg.pipeline.final_init_ssl and wcfg.seg.lambda_con > 0:
-                # the warm-up of Table 4's "source only" row (the same phase, shared via the cache)
-                src_only, init_fp = self._warmup(
-                    warmup_config(_replace(cfg, pipeline=dict(warmup_lambda_con=0.0))), data_fp)
-                self._record("warmup_source_only", src_only)
-                init = src_only["weights"]
-        final_fp = fingerprint(data_fp, tr_fp, fcfg.model, dataclasses.replace(fcfg.seg, translated_root=""),
-                               cfg.pipeline.final_init, init_fp)
-        final = self._phase("final", final_fp, lambda d: steps.train_segmentation(
-            fcfg, d, init_weights=init, progress=self.progress), all_ranks=True)
-        self._record("final", final)
-        return self._finish(final=final, final_name="final", translate=tr)
+        if cfg.pipeline.kid_images > 0:  # its distance to the target in look (sci2i.eval.kid)
+            kid_fp = fingerprint(tr_fp, cfg.discriminator.trunk, cfg.discriminator.trunk_weights,
+                                 cfg.pipeline.kid_images, cfg.data.eval_long_side)
+            self.results["kid"] = self._phase("kid", kid_fp, lambda d: steps.translation_kid(tr["root"], cfg, d))
+        return tr, tr_fp
 
     def _warmup(self, wcfg: Config, data_fp: str) -> tuple[dict, str]:
         """A warm-up phase (a) for ``wcfg`` (run or found in the cache): its outputs and fingerprint."""
@@ -216,7 +260,11 @@ class Pipeline:
             "phases": self.results,
             "final_eval": final.get("eval"),
             "warmup_eval": self.results["warmup"].get("eval"),
+            "seg_steps": {"phases": self.seg_steps, "total": sum(self.seg_steps.values())},
         }
+        if "kid" in self.results:
+            summary["kid"] = {k: self.results["kid"][k]
+                              for k in ("features", "source_vs_target", "translated_vs_target")}
         if not is_main_process():
             return summary
 

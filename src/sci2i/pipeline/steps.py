@@ -51,16 +51,26 @@ def ensure_toycity(cfg: Config, progress: bool = True) -> Config:
             f"{' and '.join(missing)} not set: preset '{cfg.name}' needs both dataset roots, e.g. "
             f"export SCI2I_SOURCE_ROOT=/data/gta5 SCI2I_TARGET_ROOT=/data/cityscapes (README "
             f"\"Reproducing the paper\"; `sci2i run` with no preset runs the toy-city demo)")
-    root = Path(cfg.pipeline.toycity_dir)
-    log.info("no dataset roots given: using toy-city in %s", root)
+    root = toycity_root(cfg)
+    seed = cfg.pipeline.toycity_seed
+    log.info("no dataset roots given: using toy-city (generation seed %d) in %s", seed, root)
     # A toy-city of other sizes or an older generator version is replaced; any other
     # non-empty folder is an error (generate refuses to overwrite what it did not write).
     with folder_lock(root):  # two runs starting together generate it once
-        generate(root, seed=0, overwrite=read_manifest(root) is not None, progress=progress,
+        generate(root, seed=seed, overwrite=read_manifest(root) is not None, progress=progress,
                  **dict(cfg.pipeline.toycity_sizes))
     data = dataclasses.replace(cfg.data, source_format="gta5", source_root=str(root / "source"),
                                target_root=str(root / "target"))
     return dataclasses.replace(cfg, data=data)
+
+
+def toycity_root(cfg: Config) -> Path:
+    """The toy-city folder of ``pipeline.toycity_seed``: ``toycity_dir`` for seed 0 (the demo's),
+    ``<toycity_dir>-seed<N>`` for another, so that each seed's dataset roots (and so every phase
+    fingerprint) are its own and no seed's folder is ever regenerated for another."""
+    root = Path(cfg.pipeline.toycity_dir)
+    seed = cfg.pipeline.toycity_seed
+    return root if seed == 0 else root.with_name(f"{root.name}-seed{seed}")
 
 
 def check_data(cfg: Config) -> None:
@@ -143,3 +153,20 @@ def translate_source(generator: str, cfg: Config, folder: Path, progress: bool =
     figure = Path(generator).parent / "figures" / "i2i_pairs.png"
     return {"dir": str(folder), "root": str(root), "images": out["images"],
             "figure": str(figure) if figure.is_file() else None}
+
+
+def translation_kid(translated_root: str, cfg: Config, folder: Path) -> dict:
+    """KID of x_s and of G(x_s) against the target train images (sci2i.eval.kid), features of
+    the discriminator's ImageNet trunk, every image at ``data.eval_long_side``."""
+    from sci2i.data.build import build_translated_dataset
+    from sci2i.eval.kid import KIDFeatures, translation_kid as kid_of_sets
+
+    device = resolve_device(cfg.perf.device)
+    extractor = KIDFeatures(cfg.discriminator.trunk, cfg.discriminator.trunk_weights).to(device)
+    result = kid_of_sets(build_source_dataset(cfg.data, train=False),
+                         build_translated_dataset(translated_root, cfg.data, train=False),
+                         build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False),
+                         extractor, device, max_images=cfg.pipeline.kid_images, long_side=cfg.data.eval_long_side)
+    log.info("KID (%s features): x_s vs x_t %.4f, G(x_s) vs x_t %.4f", result["features"],
+             result["source_vs_target"]["kid"], result["translated_vs_target"]["kid"])
+    return {"dir": str(folder), **result}

@@ -9,7 +9,9 @@ F_S (student)                      ``student`` (:class:`~sci2i.models.deeplab.De
 F_T (teacher, EMA of F_S)          ``teacher``; :func:`~sci2i.train.ema.ema_update` right
                                    after each optimiser step, never any gradient
 x_s, y_s                           ``src`` batch (``cfg.data.source_root``)
-G(x_s), y_s                        ``translated`` batch (``cfg.seg.translated_root``)
+G(x_s), y_s                        ``translated`` batch (``cfg.seg.translated_root``); the
+                                   controls ``seg.second_source=plain_aug`` (x_s augmented,
+                                   :mod:`sci2i.train.augment`) and ``source`` (x_s again)
 x_t                                ``trg`` batch (target train split, unlabelled)
 P(x_t)                             ``perturb(trg images)`` (:mod:`sci2i.train.perturb`); with
                                    ``seg.con_mix=classmix`` P(x_mix), source classes pasted
@@ -59,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from sci2i.config import Config, ConfigError, to_yaml
@@ -71,31 +74,37 @@ from sci2i.losses.segmentation import cross_entropy, source_cross_entropy
 from sci2i.models.deeplab import DeepLabV2, build_deeplab
 from sci2i.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
 from sci2i.train.class_mix import class_mix_mask, mix_images, mix_teacher_logits, paired_source
+from sci2i.train.augment import PlainAugmentation
 from sci2i.train.class_prior import ClassPrior
 from sci2i.train.ema import ema_update, make_ema, unwrap
 from sci2i.train.loop import (
     AmpContext,
+    DivergenceError,
+    GracefulStop,
     NonFiniteGuard,
-    Trainer,
+    check_divergence_before_resume,
     clip_grad_norm,
+    configure_backends,
     make_optimizer,
     prepare_model,
-    stream_seed,
+    record_divergence,
+    to_float,
 )
 from sci2i.train.perturb import Perturbation
 from sci2i.train.sample_stream import SampleStream
+from sci2i.train.progress import TrainingLog
 from sci2i.train.schedules import ema_decay_at, exponential_lr, lambda_con_at
-from sci2i.utils.checkpoint import load_state_dict_strict
+from sci2i.utils.checkpoint import CheckpointManager, load_state_dict_strict
 from sci2i.utils.distributed import barrier, init_distributed, is_main_process, wrap_ddp
 from sci2i.utils.rundir import RunDir
-from sci2i.utils.runtime import resolve_device, seed_everything
+from sci2i.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("sci2i")
 
 PHASE = "seg"
-#: The student's logged values are ``Loss/student/<name>``; the interval line shows these, in order.
-LOSS = "Loss/student/"
-_LINE_KEYS = ("total", "seg_src", "seg_trg", "con", "grad_norm", "Schedule/lr", "Schedule/lambda_con")
+#: What the interval line of :class:`~sci2i.train.progress.TrainingLog` shows, in this order.
+_LINE_LOSSES = ("total", "seg_src", "seg_trg", "con", "grad_norm")
+_LINE_SCHEDULES = ("lr", "lambda_con")
 STREAMS = ("src", "translated", "trg")
 
 
@@ -153,12 +162,17 @@ class BatchPlan:
     trg: int
 
 
+def has_second_set(seg_cfg) -> bool:
+    """Whether Eq. 11 has its second set: G(x_s) from ``translated_root``, or a control set."""
+    return bool(seg_cfg.translated_root) or seg_cfg.second_source != "translated"
+
+
 def batch_plan(step: int, cfg: Config) -> BatchPlan:
     """How many x_s, G(x_s) and x_t images step ``step`` uses (a pure function of the step)."""
     s = cfg.seg
     b = s.batch_size
     use_src = s.lambda_src > 0
-    frac = s.translated_fraction if (s.translated_root and use_src) else 0.0
+    frac = s.translated_fraction if (has_second_set(s) and use_src) else 0.0
     # translated images among the first k source slots: floor(frac·k), so the split is exact
     # over every window of steps; the epsilon guards against 0.1·30 = 2.9999...
     translated = math.floor(frac * b * (step + 1) + 1e-9) - math.floor(frac * b * step + 1e-9)
@@ -172,7 +186,7 @@ def source_set_count(cfg: Config) -> int:
     s = cfg.seg
     if s.lambda_src <= 0:
         return 0
-    frac = s.translated_fraction if s.translated_root else 0.0
+    frac = s.translated_fraction if has_second_set(s) else 0.0
     return int(frac < 1) + int(frac > 0)
 
 
@@ -194,27 +208,28 @@ def check_config(cfg: Config) -> None:
             "nothing supervises the student: seg.lambda_src and seg.lambda_trg_sup are both 0 "
             "(use lambda_src=1 for UDA or source-only, lambda_trg_sup=1 for the oracle)"
         )
+    if s.translated_root and s.second_source != "translated":
+        raise ConfigError(f"seg.second_source={s.second_source} replaces G(x_s): leave seg.translated_root "
+                          f"empty (it is {s.translated_root})")
     if s.translated_root and not Path(s.translated_root).is_dir():
         raise ConfigError(f"'seg.translated_root' = {s.translated_root} is not a folder (write it "
                           f"with `sci2i translate`)")
 
 
+def _stream_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
 # ----------------------------------------------------------------------------- trainer
-class MeanTeacherTrainer(Trainer):
-    """Student, EMA teacher, optimiser and data streams of one segmentation run.
-
-    The life cycle (``resume``, ``fit``, checkpoints, logging, evaluation every
-    ``seg.eval_every`` steps) is :class:`~sci2i.train.loop.Trainer`'s.
-    """
-
-    name, phase, lr_key = "train-seg", PHASE, "seg.lr"
+class MeanTeacherTrainer:
+    """Student, EMA teacher, optimiser and data streams of one segmentation run."""
 
     def __init__(self, cfg: Config, run: RunDir, device: torch.device, progress: bool = True,
                  init_weights: str | Path | None = None) -> None:
         check_config(cfg)
-        super().__init__(cfg, run, device, progress, steps=cfg.seg.steps, log_every=cfg.seg.log_every,
-                         eval_every=cfg.seg.eval_every)
-        device, perf = self.device, cfg.perf
+        self.cfg, self.run, self.device, self.progress = cfg, run, device, progress
+        perf = cfg.perf
+        configure_backends(perf, cfg.run.deterministic)
         self.student: DeepLabV2 = build_deeplab(cfg.model)
         init = init_weights or cfg.model.init_checkpoint
         if init:
@@ -234,11 +249,18 @@ class MeanTeacherTrainer(Trainer):
         )
         self.amp = AmpContext(perf, device)
         self.guard = NonFiniteGuard(cfg.run.max_nonfinite_steps, name="train-seg")
-        self.guards = {"student": self.guard}
         self.perturb = Perturbation.from_config(cfg.seg)
+        self.plain_aug = PlainAugmentation() if cfg.seg.second_source == "plain_aug" else None
         self.class_prior = (ClassPrior(self.student.num_classes, device, cfg.seg.con_align_prior)
                             if cfg.seg.con_align else None)
+        self.checkpoints = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
+        self.step = 0
+        # An evaluation due at ``step`` that a stop signal put off: the resumed run does it first,
+        # so that it draws the random numbers the uninterrupted run drew (exact resumption).
+        self.eval_due = False
         self.streams: dict[str, SampleStream] = {}
+        self._acc: dict[str, torch.Tensor] = {}
+        self._acc_n = 0
         self.val_set = self._build_val_set()
 
     # -- data ------------------------------------------------------------------------
@@ -256,8 +278,10 @@ class MeanTeacherTrainer(Trainer):
         out = {}
         if s.lambda_src > 0:
             out["src"] = build_source_dataset(cfg.data, train=True)
-            if s.translated_root and s.translated_fraction > 0:
+            if s.translated_fraction > 0 and s.translated_root:
                 out["translated"] = build_translated_dataset(s.translated_root, cfg.data, train=True)
+            elif s.translated_fraction > 0 and has_second_set(s):  # a control: x_s, drawn by a stream of its own
+                out["translated"] = build_source_dataset(cfg.data, train=True)
         if s.lambda_con > 0 or s.lambda_trg_sup > 0:
             # The segmentation phases use the target train split only, not the extra
             # sequence frames of the I2I phase (docs/METHOD.md, "Data").
@@ -271,7 +295,7 @@ class MeanTeacherTrainer(Trainer):
         pin = self.cfg.perf.pin_memory and self.device.type == "cuda"
         for name, ds in self._datasets().items():
             self.streams[name] = SampleStream(
-                ds, stream_seed(self.cfg.run.seed, STREAMS.index(name)),
+                ds, _stream_seed(self.cfg.run.seed, STREAMS.index(name)),
                 num_workers=self.cfg.data.num_workers, start=start[name], pin_memory=pin,
                 max_bad_files=self.cfg.data.max_bad_files,
             )
@@ -300,6 +324,8 @@ class MeanTeacherTrainer(Trainer):
         inputs, labels_src = [], None
         if src_parts:
             inputs.append(self._to_device(torch.cat([b["image"] for b in src_parts])))
+            if self.plain_aug is not None and plan.translated:  # the control replacing G(x_s)
+                inputs[0][plan.src:] = self.plain_aug(inputs[0][plan.src:])
             labels_src = self._to_device(torch.cat([b["label"] for b in src_parts]))
         trg_images = trg_labels = mix = None
         if trg is not None:
@@ -344,29 +370,67 @@ class MeanTeacherTrainer(Trainer):
         if self.guard.step_ok(step, *watched):
             self.amp.step(self.optimizer)
             ema_update(self.teacher, self.student, ema_decay_at(step, s.ema_decay, s.ema_warmup))
-        parts["grad_norm"] = grad_norm.detach()
-        return {**{LOSS + k: v for k, v in parts.items()},
-                "Schedule/lr": torch.tensor(lr), "Schedule/lambda_con": torch.tensor(lam_con)}
+        parts.update(grad_norm=grad_norm.detach(), lr=torch.tensor(lr), lambda_con=torch.tensor(lam_con))
+        return parts
 
-    # -- state (the loop's own entries: sci2i.train.loop.Trainer.state_dict) -------------
-    def model_state(self) -> dict:
+    # -- state -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
         return {
             "student": unwrap(self.student).state_dict(),
             "teacher": self.teacher.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "amp": self.amp.state_dict(),
+            "step": self.step,
+            "eval_due": self.eval_due,
+            "guard": self.guard.state_dict(),
             "consumed": {k: v.consumed for k, v in self.streams.items()},
+            "rng": rng_state(),
+            "config": to_yaml(self.cfg),
             "model_meta": model_meta(self.student),
             **({"class_prior": self.class_prior.state_dict()} if self.class_prior else {}),
         }
 
-    def load_model_state(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         load_state_dict_strict(unwrap(self.student), state["student"], "checkpoint (student)")
         load_state_dict_strict(self.teacher, state["teacher"], "checkpoint (teacher)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.amp.load_state_dict(state.get("amp", {}))
+        self.step = int(state["step"])
+        self.eval_due = bool(state.get("eval_due", False))
+        self.guard.load_state_dict(state.get("guard", {}))
         if self.class_prior is not None and "class_prior" in state:
             self.class_prior.load_state_dict(state["class_prior"])
+        set_rng_state(state["rng"])
+        if state.get("config") and state["config"] != to_yaml(self.cfg):
+            log.warning("resuming with a configuration that differs from the checkpoint's; "
+                        "see %s for the one in use", self.run.path / "config.yaml")
+
+    def save_checkpoint(self) -> None:
+        if is_main_process():
+            path = self.checkpoints.save(self.state_dict(), self.step)
+            log.info("checkpoint %s", path)
+        barrier()
+
+    def _save_unless_diverging(self) -> None:
+        """A checkpoint, except in a streak of non-finite steps (its weights may be blowing up)."""
+        if self.guard.in_streak:
+            log.warning("step %d: no checkpoint written, %d non-finite steps in a row", self.step,
+                        self.guard.consecutive)
+            barrier()  # the ranks meet here as they would in save_checkpoint
+            return
+        self.save_checkpoint()
+
+    def resume(self) -> bool:
+        check_divergence_before_resume(self.run.path, to_yaml(self.cfg),
+                                       "resume with a lower learning rate (e.g. --resume seg.lr=…)")
+        # on the CPU: RNG states must stay CPU tensors; load_state_dict copies to the device.
+        found = self.checkpoints.load_newest(map_location="cpu")
+        if found is None:
+            log.info("no checkpoint in %s: starting from step 0", self.checkpoints.folder)
+            return False
+        self.load_state_dict(found[0])
+        log.info("resumed from step %d (%s)", self.step, found[1])
+        return True
 
     # -- evaluation & logging --------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict:
@@ -394,20 +458,76 @@ class MeanTeacherTrainer(Trainer):
         barrier()
         return results
 
-    def line_values(self, values: dict[str, float]) -> dict[str, float]:
-        shown = {k.removeprefix(LOSS): v for k, v in values.items()}
-        return {k: shown[k] for k in _LINE_KEYS if k in shown}
+    def _accumulate(self, parts: dict[str, torch.Tensor]) -> None:
+        for k, v in parts.items():
+            self._acc[k] = self._acc[k] + v if k in self._acc else v.clone()
+        self._acc_n += 1
 
-    def finish(self) -> dict:
-        """The teacher's weights, then its final evaluation (``eval.json``)."""
+    def _flush_log(self, bar) -> None:
+        values = to_float({k: v / self._acc_n for k, v in self._acc.items()})  # one sync
+        self._acc, self._acc_n = {}, 0
+        named = {(f"Loss/{k}" if k in ("seg_src", "con", "seg_trg", "total") else k): v
+                 for k, v in values.items()}
+        self.run.log_metrics(PHASE, self.step, named)
+        if bar is not None:  # the interval's line: log.txt, stdout off a terminal, the bar on one
+            bar.report(self.step, {k: values[k] for k in (*_LINE_LOSSES, *_LINE_SCHEDULES) if k in values})
+
+    # -- the loop --------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``seg.steps``; checkpoints, logs, evaluates; exports the teacher at the end."""
+        cfg = self.cfg
+        total_steps = cfg.seg.steps
+        self.open_streams()
+        bar = TrainingLog("train-seg", total_steps, self.step, self.progress, self.device,
+                          enabled=is_main_process())
+        stopped = False
+        if self.eval_due:  # put off by the stop that ended the previous run
+            self.evaluate()
+            self.eval_due = False
+        try:
+            with GracefulStop() as stop:
+                while self.step < total_steps:
+                    parts = self.train_step()
+                    self._accumulate(parts)
+                    self.step += 1
+                    if bar is not None:
+                        bar.update(1)
+                    if self.step % cfg.seg.log_every == 0 or self.step == total_steps:
+                        self._flush_log(bar)
+                    eval_due = (cfg.seg.eval_every > 0 and self.step % cfg.seg.eval_every == 0
+                                and self.step < total_steps)
+                    if stop.requested:
+                        self.eval_due = eval_due  # done first by the resumed run
+                        stopped = True
+                        break
+                    # One checkpoint per step, after everything the step's state depends on: the
+                    # evaluation draws random numbers (its data loader's seed), so it comes first.
+                    if eval_due:
+                        self.evaluate()
+                    if self.step % cfg.run.checkpoint_every == 0 and self.step < total_steps:
+                        self._save_unless_diverging()
+        except DivergenceError as e:
+            if is_main_process():
+                record_divergence(self.run.path, e, self.guard.streak_start, to_yaml(cfg), self.checkpoints)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            for stream in self.streams.values():
+                stream.close()  # stop the loader workers before evaluation starts its own
+        self._save_unless_diverging()
+        if stopped:
+            log.warning("stopped at step %d; continue with --resume", self.step)
+            return {"stopped": True, "step": self.step, "run_dir": self.run.path}
         weights = self.run.path / WEIGHTS_NAME
         if is_main_process():
-            save_segmenter(self.teacher, weights, to_yaml(self.cfg))
+            save_segmenter(self.teacher, weights, to_yaml(cfg))
             log.info("teacher weights: %s", weights)
         results = self.evaluate(final=True)
         if is_main_process():
             (self.run.path / "eval.json").write_text((self.run.path / "eval" / "final.json").read_text())
-        return {"weights": weights, "eval": results}
+        return {"stopped": False, "step": self.step, "run_dir": self.run.path, "weights": weights,
+                "eval": results}
 
 
 def train_segmentation(cfg: Config, out_dir: str | Path | None = None, resume: bool = False,
