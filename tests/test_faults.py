@@ -149,7 +149,7 @@ def test_group_sigterm_sci2i_run_stops_a_phase_with_a_checkpoint_and_resumes_exa
     assert CheckpointManager(i2i / "checkpoints").list()[-1][0] == stopped
 
     assert cli(["run", cfg, f"run.out_dir={cut}"]) == 0  # the same command again
-    assert "resumed I2I training at step" in (i2i / "log.txt").read_text()
+    assert "train-i2i: resumed from step" in (i2i / "log.txt").read_text()
     assert cli(["run", cfg, f"run.out_dir={whole}"]) == 0
     _assert_same_weights(cut / "checkpoints" / "final" / "teacher.safetensors",
                          whole / "checkpoints" / "final" / "teacher.safetensors")

@@ -129,7 +129,7 @@ def test_teacher_gets_no_gradient_and_is_exact_ema_of_student(data, tmp_path):
     assert any(not torch.equal(teacher_before[k], v) for k, v in trainer.teacher.state_dict().items())
     teacher_0 = {k: v.clone() for k, v in trainer.teacher.named_parameters()}
     parts = trainer.train_step()  # step 1 uses the consistency loss; decay min(1 - 1/2, 0.9) = 0.5
-    assert parts["con"] > 0 and float(parts["lambda_con"]) == cfg.seg.lambda_con
+    assert parts["Loss/student/con"] > 0 and float(parts["Schedule/lambda_con"]) == cfg.seg.lambda_con
     assert all(p.grad is None for p in trainer.teacher.parameters())
     for (name, t), s in zip(trainer.teacher.named_parameters(), trainer.student.parameters()):
         torch.testing.assert_close(t, 0.5 * teacher_0[name] + 0.5 * s, msg=name)
@@ -153,8 +153,9 @@ def test_training_lowers_the_source_loss(data, tmp_path):
     trainer.fit()
     after = loss()
     assert after < 0.8 * before, (before, after)
-    logged = [m for m in read_metrics(tmp_path / "r") if "Loss/total" in m]
-    assert logged and {"Loss/seg_src", "Loss/con", "lr", "lambda_con", "grad_norm"} <= set(logged[-1])
+    logged = [m for m in read_metrics(tmp_path / "r") if "Loss/student/total" in m]
+    assert logged and {"Loss/student/seg_src", "Loss/student/con", "Loss/student/grad_norm", "Schedule/lr",
+                       "Schedule/lambda_con"} <= set(logged[-1])
     assert (tmp_path / "r" / "teacher.safetensors").is_file() and (tmp_path / "r" / "eval.json").is_file()
 
 
@@ -226,12 +227,12 @@ def test_oracle_and_source_only_are_config_values(data, tmp_path):
     oracle = train_segmentation(
         _cfg(data, "seg.steps=2", "seg.lambda_src=0", "seg.lambda_con=0", "seg.lambda_trg_sup=1"),
         tmp_path / "oracle", progress=False)
-    logged = [m for m in read_metrics(tmp_path / "oracle") if "Loss/total" in m]
-    assert logged[-1]["Loss/seg_src"] == 0 and logged[-1]["Loss/seg_trg"] > 0
+    logged = [m for m in read_metrics(tmp_path / "oracle") if "Loss/student/total" in m]
+    assert logged[-1]["Loss/student/seg_src"] == 0 and logged[-1]["Loss/student/seg_trg"] > 0
     assert oracle["eval"]["num_images"] == 3
     train_segmentation(_cfg(data, "seg.steps=2", "seg.lambda_con=0"), tmp_path / "src", progress=False)
-    logged = [m for m in read_metrics(tmp_path / "src") if "Loss/total" in m]
-    assert logged[-1]["Loss/con"] == 0 and logged[-1]["Loss/seg_trg"] == 0
+    logged = [m for m in read_metrics(tmp_path / "src") if "Loss/student/total" in m]
+    assert logged[-1]["Loss/student/con"] == 0 and logged[-1]["Loss/student/seg_trg"] == 0
 
 
 def test_segmenter_files_and_pseudo_labels_round_trip(data, tmp_path):

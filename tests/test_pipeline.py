@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from sci2i.cli import main as cli
+from sci2i.labels import CLASS_NAMES
 from sci2i.probe import gap_closed
 
 pytestmark = pytest.mark.slow
@@ -41,18 +42,35 @@ def _phase_dirs(out: Path) -> dict[str, Path]:
     return {p.name.split("-")[0]: p for p in (out / "phases").iterdir() if p.is_dir()}
 
 
-def test_run_writes_every_artefact_and_resumes(tiny):
+@pytest.fixture(scope="module")
+def full_run(tiny):
+    """``sci2i run`` of the whole method on the tiny toy-city, once per module.
+
+    First only the warm-up (as Table 4's "+SSL" row), then the full method, which must reuse
+    it. Returns the run folder and the warm-up's DONE.json time stamp after the first run; the
+    tests that read a finished run take it from here, so each also passes when run alone.
+    """
     root, cfg = tiny
     out = root / "run"
-    # First the "+SSL" row of Table 4 (no I2I: phase (c) on x_s alone); then the full method reuses its warm-up.
     assert cli(["run", str(cfg), f"run.out_dir={out}", "pipeline.i2i=false"]) == 0
-    warm = _phase_dirs(out)["warmup"]
-    warm_done = (warm / "DONE.json").stat().st_mtime_ns
-
+    warm_done = (_phase_dirs(out)["warmup"] / "DONE.json").stat().st_mtime_ns
     assert cli(["run", str(cfg), f"run.out_dir={out}"]) == 0
+    return out, warm_done
+
+
+#: The per-class table's header in the paper's layout (Table 1), spelled out.
+IOU_HEADER = ("| method | road | sidewalk | building | wall | fence | pole | light | sign | veg | terrain | sky | "
+              "person | rider | car | truck | bus | train | mbike | bike | mIoU19 |")
+
+
+def test_run_writes_every_artefact_and_resumes(tiny, full_run, tmp_path):
+    root, cfg = tiny
+    out, warm_done = full_run
     phases = _phase_dirs(out)
-    assert set(phases) == {"warmup", "pseudo_labels", "i2i", "translate", "kid", "final"}
-    assert (warm / "DONE.json").stat().st_mtime_ns == warm_done  # reused, not retrained
+    summary = json.loads((out / "summary.json").read_text())
+    kid = {"kid"} if "kid" in summary["phases"] else set()  # the translation's KID, when measured
+    assert set(phases) == {"warmup", "pseudo_labels", "i2i", "translate", "final"} | kid
+    assert (phases["warmup"] / "DONE.json").stat().st_mtime_ns == warm_done  # reused, not retrained
     for name in ("config.yaml", "git.txt", "log.txt", "metrics.jsonl", "report.md", "summary.json"):
         assert (out / name).is_file(), name
     assert list((out / "tb").iterdir()), "no TensorBoard events"
@@ -61,10 +79,22 @@ def test_run_writes_every_artefact_and_resumes(tiny):
         assert (out / "checkpoints" / rel).is_file(), rel
     for fig in ("translated_pairs.png", "per_class_iou.png", "training_curves.png"):
         assert (out / "figures" / fig).stat().st_size > 1000, fig
-    report = (out / "report.md").read_text()
-    assert "warm-up M0" in report and "final M1" in report and "| road |" in report.replace(" road ", "| road |")
-    summary = json.loads((out / "summary.json").read_text())
-    assert 0.0 <= summary["final_eval"]["mIoU19"] <= 100.0
+    # the final mIoU is the exported final model's own score: evaluated again, it is the same
+    scores = tmp_path / "final_eval.json"
+    assert cli(["evaluate", "--checkpoint", str(out / "checkpoints" / "final" / "teacher.safetensors"),
+                "--target-root", str(root / "toy" / "target"), "--device", "cpu", "--no-progress",
+                "--json", str(scores)]) == 0
+    final = json.loads(scores.read_text())
+    assert summary["final_eval"]["mIoU19"] == pytest.approx(final["mIoU19"], abs=1e-9)
+    nan_as_none = {k: None if v is None or v != v else v for k, v in summary["final_eval"]["per_class"].items()}
+    assert nan_as_none == final["per_class"]
+    # the report shows those numbers: the summary rows and the per-class table, paper layout
+    report = (out / "report.md").read_text().splitlines()
+    assert "## Per-class IoU (paper layout)" in report and IOU_HEADER in report
+    cells = [final["per_class"].get(name) for name in CLASS_NAMES] + [final["mIoU19"]]
+    row = "| final M1 (phase c) | " + " | ".join("–" if v is None else f"{v:.1f}" for v in cells) + " |"
+    assert row in report
+    assert any(line.startswith("| warm-up M0 (phase a) | ") for line in report)
     # each phase is a run directory of its own
     for p in ("warmup", "i2i", "final"):
         assert (phases[p] / "config.yaml").is_file() and (phases[p] / "metrics.jsonl").is_file()
@@ -98,13 +128,13 @@ def test_interrupted_phase_resumes_from_its_checkpoint(tiny, monkeypatch):
     assert "resumed" in log.lower() or "resuming" in log.lower()
 
 
-def test_linear_probe_trains_only_the_classifier(tiny, tmp_path):
+def test_linear_probe_trains_only_the_classifier(tiny, full_run, tmp_path):
     from sci2i.config import load_config
     from sci2i.probe import linear_probe
     from sci2i.segmenter import load_segmenter
 
     root, cfg_path = tiny
-    weights = next((root / "run" / "checkpoints" / "final").glob("teacher.safetensors"))
+    weights = full_run[0] / "checkpoints" / "final" / "teacher.safetensors"
     cfg = load_config(str(cfg_path), [f"data.source_root={root}/toy/source", f"data.target_root={root}/toy/target"])
     result = linear_probe(weights, cfg, tmp_path, progress=False)
     assert 0.0 <= result["mIoU19"] <= 100.0
@@ -115,14 +145,14 @@ def test_linear_probe_trains_only_the_classifier(tiny, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before.classifier.parameters(), after.classifier.parameters()))
 
 
-def test_probe_of_a_row_is_reused_only_for_the_same_weights_and_settings(tiny, tmp_path, monkeypatch):
+def test_probe_of_a_row_is_reused_only_for_the_same_weights_and_settings(tiny, full_run, tmp_path, monkeypatch):
     import shutil
 
     import sci2i.probe as probe_mod
     from sci2i.config import load_config
 
     root, cfg_path = tiny
-    summary = json.loads((root / "run" / "summary.json").read_text())
+    summary = json.loads((full_run[0] / "summary.json").read_text())
     row = tmp_path / "row"
     row.mkdir()
     (row / "summary.json").write_text(json.dumps(summary))

@@ -344,7 +344,7 @@ def test_one_mean_teacher_step_through_the_paper_preset(data, tmp_path):
     assert trainer.student.backbone_name == "resnet101"
     before = copy.deepcopy(trainer.student.state_dict())
     parts = trainer.train_step()
-    assert torch.isfinite(torch.as_tensor(float(parts["total"]))) and float(parts["con"]) >= 0
+    assert torch.isfinite(torch.as_tensor(float(parts["Loss/student/total"]))) and float(parts["Loss/student/con"]) >= 0
     after = trainer.student.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert "backbone.features.layer4.2.conv3.weight" in changed

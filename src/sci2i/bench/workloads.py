@@ -6,7 +6,7 @@
   streams are replaced by fixed in-memory batches (pinned on CUDA, copied by the trainer as in
   training), so the figure is the step alone; ``data`` measures the pipeline separately.
   ``--seg-phase a`` drops G(x_s) (phase (a): source + target).
-* ``i2i``: :meth:`I2ITrainer.train_step` (G(x_s) and trunk features once, D-step, G-step, EMA
+* ``i2i``: :meth:`I2ITrainer.step_on_batch` (G(x_s) and trunk features once, D-step, G-step, EMA
   of G) on fixed batches with pre-computed pseudo labels.
 * ``data``: the trainers' own input pipeline (:class:`~sci2i.train.sample_stream.SampleStream`
   over the datasets of :mod:`sci2i.data.build`: decode, resize, crop, flip in DataLoader
@@ -203,10 +203,9 @@ def seg_workload(cfg: Config, device: torch.device, tmp: Path, phase: str = "c")
 
 def i2i_workload(cfg: Config, device: torch.device, tmp: Path) -> Workload:
     from sci2i.train.i2i import I2ITrainer
-    from sci2i.train.loop import configure_backends
+    from sci2i.utils.rundir import RunDir
 
-    configure_backends(cfg.perf, cfg.run.deterministic)
-    trainer = I2ITrainer(cfg, device)
+    trainer = I2ITrainer(cfg, RunDir(cfg, tmp / "run", enabled=False), device)
     b, crop = cfg.i2i.batch_size, cfg.data.crop_size
     src = random_batch(b, crop, True, False, 1)
     trg = random_batch(b, crop, True, False, 2)
@@ -222,7 +221,7 @@ def i2i_workload(cfg: Config, device: torch.device, tmp: Path) -> Workload:
     state = {"step": 0}
 
     def step():
-        out = trainer.train_step(src_image, src_label, trg_image, trg_label, state["step"])
+        out = trainer.step_on_batch(src_image, src_label, trg_image, trg_label, state["step"])
         state["step"] += 1
         return out
 

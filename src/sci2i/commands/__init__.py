@@ -26,3 +26,16 @@ def rename_aliases(argv: list[str]) -> list[str]:
         name, eq, value = word.partition("=")
         out.append(ALIASES[name] + eq + value if word.startswith("--") and name in ALIASES else word)
     return out
+
+
+def training_config(preset: str | None, overrides: list[str], output: str | None, resume: bool):
+    """The config of a training command (``train-seg``, ``train-i2i``): ``--resume`` without a
+    preset continues with the run's own resolved ``<output>/config.yaml`` (+ any overrides)."""
+    from pathlib import Path
+
+    from sci2i.config import load_config  # (here: `sci2i --help` does not load the config stack)
+
+    saved = Path(output) / "config.yaml" if output else None
+    if resume and preset is None and saved is not None and saved.is_file():
+        preset = str(saved)
+    return load_config(preset, overrides)

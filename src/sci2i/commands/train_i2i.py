@@ -22,18 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. i2i.steps=100)")
     p.add_argument("--output", metavar="DIR", default=None, help="run directory (default: run.out_dir)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in the run directory")
+                   help="continue from the newest checkpoint in the run directory (with no preset: "
+                        "with the run's own config.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from sci2i.config import load_config
+    from sci2i.commands import training_config
     from sci2i.config.loader import split_preset
     from sci2i.train.i2i import train_i2i
 
     preset, overrides = split_preset(args.preset, args.overrides)
-    cfg = load_config(preset, overrides)
+    cfg = training_config(preset, overrides, args.output, args.resume)
     summary = train_i2i(cfg, args.output, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return 130 if summary.get("stopped") else 0  # 130: stopped by a signal, resumable

@@ -11,7 +11,6 @@ Source-only, phase (a), phase (c) and the oracle are the same command with other
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 EPILOG = """\
 examples:
@@ -37,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="*", metavar="PRESET_OR_YAML [key=value ...]",
                    help="a preset name or YAML file, then key=value overrides")
     p.add_argument("--output", metavar="DIR", default=None, help="run directory (default: run.out_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in the run directory (with no preset: "
+                        "with the run's own config.yaml)")
     p.add_argument("--init", metavar="CKPT", default=None,
                    help="initialise the student from a trained segmenter (teacher.safetensors or a run dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,15 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from sci2i.config import load_config
+    from sci2i.commands import training_config
     from sci2i.config.loader import split_preset
     from sci2i.train.mean_teacher import train_segmentation
 
     preset, overrides = split_preset(args.config[0] if args.config else None, args.config[1:])
-    saved = Path(args.output) / "config.yaml" if args.output else None
-    if args.resume and preset is None and saved is not None and saved.is_file():
-        preset = str(saved)  # resume with the run's own resolved config (+ any overrides)
-    cfg = load_config(preset, overrides)
+    cfg = training_config(preset, overrides, args.output, args.resume)
     result = train_segmentation(cfg, args.output, resume=args.resume, progress=not args.no_progress,
                                 init_weights=args.init)
     if result["stopped"]:
@@ -62,6 +60,6 @@ def main(args: argparse.Namespace) -> int:
     print(result["eval"]["table"])
     from sci2i.eval.metrics import headline_metrics
 
-    for key in headline_metrics(cfg.data.class_set):
+    for key in headline_metrics(result["eval"]["class_set"]):
         print(f"{key}: {result['eval'][key]:.2f}")
     return 0

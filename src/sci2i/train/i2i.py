@@ -21,8 +21,11 @@ Schedules (functions of the step, :func:`loss_weights_at`): λ_pl and λ_cgan ar
 pre-computed pseudo labels and fade linearly 0 → value between ``i2i.fade_start`` and
 ``i2i.fade_end`` with online pseudo labels (paper §4.2).
 
-Resuming is exact: a checkpoint holds G, EMA-G, D's trainable parts, both optimisers (and
-AMP scalers), the step, all RNG states and the resolved config; the data streams
+The life cycle (``resume``, ``fit``, checkpoints, the non-finite guards' counters, window-mean
+logging, samples every ``i2i.sample_every`` steps, graceful stop) is
+:class:`~sci2i.train.loop.Trainer`'s, as for the segmentation trainer. Resuming is exact: a
+checkpoint holds G, EMA-G, D's trainable parts, both optimisers (and AMP scalers), the step, both
+guards, all RNG states and the resolved config; the data streams
 (:class:`sci2i.train.sample_stream.SampleStream`) restart at sample ``step · batch_size``.
 
 Paper -> code: G -> ``trainer.G``, EMA of G -> ``trainer.G_ema``, D -> ``trainer.D``,
@@ -36,36 +39,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import yaml
 from omegaconf import OmegaConf
+from PIL import Image
 
-from sci2i.config import Config, to_yaml
+from sci2i.config import Config
 from sci2i.config.schema import I2IConfig
+from sci2i.data.build import build_source_dataset, build_target_dataset
+from sci2i.data.robust import BadFileLedger, readable
+from sci2i.errors import UserError
 from sci2i.eval.kid import kid_monitor
+from sci2i.figures_i2i import make_pairs_figure
 from sci2i.losses.i2i import class_set_ids, discriminator_loss, generator_loss, restrict_labels
 from sci2i.models.discriminator import Discriminator, DiscriminatorOutput
 from sci2i.models.generator import Generator
 from sci2i.train.ema import ema_update, make_ema
 from sci2i.train.loop import (
     AmpContext,
-    DivergenceError,
-    GracefulStop,
     NonFiniteGuard,
-    check_divergence_before_resume,
+    Trainer,
     clip_grad_norm,
-    configure_backends,
     make_optimizer,
     prepare_model,
-    record_divergence,
+    stream_seed,
 )
-from sci2i.train.progress import TrainingLog
+from sci2i.train.sample_stream import SampleStream
 from sci2i.train.schedules import linear_ramp
 from sci2i.utils import distributed as dist_utils
-from sci2i.utils.checkpoint import CheckpointManager, save_weights
+from sci2i.utils.checkpoint import save_weights
 from sci2i.utils.rundir import RunDir
-from sci2i.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from sci2i.utils.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("sci2i")
 
@@ -105,12 +109,20 @@ def _all_reduce_grads(params: list[torch.Tensor]) -> None:
         torch._foreach_copy_(grads, [t.view_as(g) for t, g in zip(flat.split([g.numel() for g in grads]), grads)])
 
 
-class I2ITrainer:
-    """G, its EMA, D, their optimisers and the alternating D/G step (see module docstring)."""
+class I2ITrainer(Trainer):
+    """G, its EMA, D, their optimisers, data streams and the alternating D/G step.
 
-    def __init__(self, cfg: Config, device: torch.device | str = "cpu") -> None:
-        self.cfg = cfg
-        self.device = torch.device(device)
+    The life cycle is :class:`~sci2i.train.loop.Trainer`'s (see the module docstring);
+    :meth:`train_step` draws the next batches and calls :meth:`step_on_batch`, the D-step and
+    G-step on given tensors.
+    """
+
+    name, phase, lr_key = "train-i2i", "i2i", "i2i.lr"
+
+    def __init__(self, cfg: Config, run: RunDir, device: torch.device | str = "cpu",
+                 progress: bool = True) -> None:
+        super().__init__(cfg, run, device, progress, steps=cfg.i2i.steps, log_every=cfg.i2i.log_every,
+                         eval_every=cfg.i2i.sample_every)
         G = Generator(cfg.generator).to(self.device)
         self.D = Discriminator(cfg.discriminator).to(self.device)
         # Ranks are seeded differently (different z and noise): start from rank 0's weights.
@@ -128,11 +140,39 @@ class I2ITrainer:
         self.amp_D = AmpContext(cfg.perf, self.device)
         self.guard_G = NonFiniteGuard(cfg.run.max_nonfinite_steps, "I2I generator")
         self.guard_D = NonFiniteGuard(cfg.run.max_nonfinite_steps, "I2I discriminator")
+        self.guards = {"G": self.guard_G, "D": self.guard_D}
         self.class_ids = class_set_ids(cfg.data.class_set)
         self.num_classes = len(self.class_ids)  # |C| of Eq. 6
+        self.samples: Optional[torch.Tensor] = None  # fixed source images of the samples (rank 0)
+        self.kid = None  # KID of EMA-G's translations at every sample (rank 0)
+
+    # ------------------------------------------------------------------ data
+    def open_streams(self) -> None:
+        """x_s and x_t streams from sample ``step · batch_size``; the fixed sample images."""
+        src_ds, trg_ds = build_i2i_datasets(self.cfg)
+        log.info("I2I: %d source images, %d target images, device %s", len(src_ds), len(trg_ds), self.device)
+        start = self.step * self.cfg.i2i.batch_size
+        pin = self.cfg.perf.pin_memory and self.device.type == "cuda"
+        workers = self.cfg.data.num_workers
+        self.streams = {name: SampleStream(ds, stream_seed(self.cfg.run.seed, 5, i), workers, start, pin)
+                        for i, (name, ds) in enumerate((("src", src_ds), ("trg", trg_ds)))}
+        if dist_utils.is_main_process():
+            self.samples = fixed_samples(src_ds)
+            # i2i.kid_images; draws no training random numbers
+            self.kid = kid_monitor(self.cfg, self.device)
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """The next batches of x_s (with y_s) and x_t (with ŷ_t when pre-computed), one step."""
+        bs, nb = self.cfg.i2i.batch_size, self.device.type == "cuda"
+        src, trg = self.streams["src"].take(bs), self.streams["trg"].take(bs)
+        return self.step_on_batch(
+            src["image"].to(self.device, non_blocking=nb), src["label"].to(self.device, non_blocking=nb),
+            trg["image"].to(self.device, non_blocking=nb),
+            trg["label"].to(self.device, non_blocking=nb) if "label" in trg else None, self.step,
+        )
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, src_image: torch.Tensor, src_label: torch.Tensor, trg_image: torch.Tensor,
+    def step_on_batch(self, src_image: torch.Tensor, src_label: torch.Tensor, trg_image: torch.Tensor,
                    trg_pseudo: Optional[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         """One D-step then one G-step on a batch; returns the losses as tensors (no sync).
 
@@ -153,6 +193,7 @@ class I2ITrainer:
         # detached: logging must not keep the graphs alive
         out = {f"Loss/D/{k}": v.detach() for k, v in d_losses.items()}
         out.update({f"Loss/G/{k}": v.detach() for k, v in g_losses.items()})
+        out["Schedule/lr"] = torch.tensor(i2i.lr)
         out["Schedule/lambda_pl"] = torch.tensor(weights.lambda_pl)
         out["Schedule/lambda_cgan"] = torch.tensor(weights.lambda_cgan)
         return out
@@ -225,7 +266,7 @@ class I2ITrainer:
         return grad_norm
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
+    def model_state(self) -> dict:
         return {
             "G": dist_utils.unwrap(self.G).state_dict(),
             "G_ema": self.G_ema.state_dict(),
@@ -234,10 +275,9 @@ class I2ITrainer:
             "opt_D": self.opt_D.state_dict(),
             "amp_G": self.amp_G.state_dict(),
             "amp_D": self.amp_D.state_dict(),
-            "guard": {"G": self.guard_G.state_dict(), "D": self.guard_D.state_dict()},
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_model_state(self, state: dict) -> None:
         dist_utils.unwrap(self.G).load_state_dict(state["G"])
         self.G_ema.load_state_dict(state["G_ema"])
         self.D.load_trainable_state_dict(state["D"])
@@ -245,19 +285,34 @@ class I2ITrainer:
         self.opt_D.load_state_dict(state["opt_D"])
         self.amp_G.load_state_dict(state.get("amp_G", {}))
         self.amp_D.load_state_dict(state.get("amp_D", {}))
-        guards = state.get("guard", {})
-        for guard, key in ((self.guard_G, "G"), (self.guard_D, "D")):
-            if isinstance(guards.get(key), dict):  # (older checkpoints kept the totals only)
-                guard.load_state_dict(guards[key])
 
-    @property
-    def in_streak(self) -> bool:
-        """A streak of non-finite steps of G or D is going on: write no checkpoint."""
-        return self.guard_G.in_streak or self.guard_D.in_streak
+    # ------------------------------------------------------------------ samples & export
+    def line_values(self, values: dict[str, float]) -> dict[str, float]:
+        return {k: values[k] for k in _LINE_KEYS if k in values}
 
-    @property
-    def streak_start(self) -> int:
-        return min(g.streak_start for g in (self.guard_G, self.guard_D) if g.in_streak)
+    def evaluate(self, final: bool = False) -> dict:  # noqa: ARG002 (the same at the last step)
+        """Source images and EMA-G's translations: TensorBoard, ``samples/``, KID (rank 0)."""
+        if dist_utils.is_main_process():
+            grid = pairs_grid(self.samples, self.translate_samples(self.samples))
+            self.run.log_image("i2i/source_translated", grid, self.step)
+            if self.kid is not None:
+                self.run.log_metrics(self.phase, self.step, self.kid(self.translate_samples))
+            _save_grid(grid, self.run.path / "samples" / f"step_{self.step:08d}.png")
+        dist_utils.barrier()
+        return {}
+
+    def finish(self) -> dict:
+        """The last samples, EMA-G (``generator_ema.safetensors`` + ``generator.yaml``), Fig. 2 pairs."""
+        self.evaluate(final=True)
+        # every rank returns the same summary; rank 0 writes what it names
+        out = {"generator": str(self.run.path / GENERATOR_WEIGHTS),
+               "figure": str(self.run.path / "figures" / "i2i_pairs.png")}
+        if dist_utils.is_main_process():
+            save_generator(self.G_ema, self.cfg, self.run.path, self.step)
+            _final_figure(self, self.cfg, Path(out["figure"]))
+            log.info("I2I done: %s", out["generator"])
+        dist_utils.barrier()
+        return out
 
     @torch.no_grad()
     def translate_samples(self, images: torch.Tensor, z_seed: int = SAMPLE_Z_SEED) -> torch.Tensor:
@@ -268,10 +323,6 @@ class I2ITrainer:
 
 
 # ---------------------------------------------------------------------- data
-def _stream_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, 5, stream]).generate_state(1)[0])
-
-
 def build_i2i_datasets(cfg: Config):
     """(source dataset with y_s, target dataset with ŷ_t or unlabelled) for training.
 
@@ -281,9 +332,6 @@ def build_i2i_datasets(cfg: Config):
     :func:`sci2i.data.datasets.pseudo_label_path` below ``i2i.pseudo_label_dir``; images without
     one (skipped as unreadable when the labels were written) are left out with a warning.
     """
-    from sci2i.data.build import build_source_dataset, build_target_dataset
-    from sci2i.errors import UserError
-
     src = build_source_dataset(cfg.data, train=True)
     if cfg.i2i.pseudo_labels == "online":
         return src, build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=True)
@@ -328,119 +376,33 @@ def save_generator(G: Generator, cfg: Config, out_dir: str | Path, step: int) ->
 # ---------------------------------------------------------------------- loop
 #: What the interval line of :class:`~sci2i.train.progress.TrainingLog` shows, in this order.
 _LINE_KEYS = ("Loss/D/total", "Loss/D/gan", "Loss/D/seg", "Loss/G/total", "Loss/G/gan", "Loss/G/seg",
-              "Loss/G/id", "Schedule/lambda_pl", "Schedule/lambda_cgan")
+              "Loss/G/id", "Schedule/lr", "Schedule/lambda_pl", "Schedule/lambda_cgan")
 
 
-def _line_values(losses: dict) -> dict:
-    return {k: losses[k] for k in _LINE_KEYS if k in losses}
-
-
-def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = True,
+def train_i2i(cfg: Config, run_dir: str | Path | None = None, resume: bool = False,
               progress: bool = True) -> dict:
-    """Train G and D for ``cfg.i2i.steps`` steps; returns a summary with the exported paths.
+    """Train G and D for ``cfg.i2i.steps`` steps into ``run_dir`` (default ``cfg.run.out_dir``).
 
-    ``run_dir`` defaults to ``cfg.run.out_dir``. With ``resume`` the newest loadable
-    checkpoint in ``run_dir/checkpoints`` is continued exactly. SIGINT/SIGTERM write a
-    checkpoint and return (``summary["stopped"] = True``).
+    Returns ``{"step", "stopped", "run_dir", "generator", "figure"}`` (paths as strings; the
+    last two only when it ran to the end); with ``resume`` the run continues exactly from the
+    newest checkpoint in ``<run>/checkpoints`` (from scratch when there is none).
+    SIGINT/SIGTERM write a checkpoint and return with ``stopped`` True.
     """
     device = resolve_device(cfg.perf.device)
     dist_utils.init_distributed(device.type)
     seed_everything(cfg.run.seed + dist_utils.rank(), cfg.run.deterministic)
-    configure_backends(cfg.perf, cfg.run.deterministic)
-    main = dist_utils.is_main_process()
-    run = RunDir(cfg, run_dir, enabled=main)
-    src_ds, trg_ds = build_i2i_datasets(cfg)
-    log.info("I2I: %d source images, %d target images, device %s", len(src_ds), len(trg_ds), device)
-    trainer = I2ITrainer(cfg, device)
-    ckpts = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
-
-    start = 0
-    found = None
-    if resume:
-        check_divergence_before_resume(run.path, to_yaml(cfg), "resume with a lower learning rate "
-                                       "(e.g. --resume i2i.lr=…)")
-        found = ckpts.load_newest()
-    if found is not None:
-        state, path = found
-        trainer.load_state_dict(state)
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        if state.get("config") != to_yaml(cfg):
-            log.warning("resuming from a checkpoint written with a different config; the new one is used")
-        log.info("resumed I2I training at step %d from %s", start, path)
-    elif resume:
-        log.info("no checkpoint in %s: starting from step 0", ckpts.folder)
-
-    from sci2i.train.sample_stream import SampleStream
-
-    bs, i2i = cfg.i2i.batch_size, cfg.i2i
-    pin = cfg.perf.pin_memory and device.type == "cuda"
-    src_stream = SampleStream(src_ds, _stream_seed(cfg.run.seed, 0), cfg.data.num_workers, start * bs, pin)
-    trg_stream = SampleStream(trg_ds, _stream_seed(cfg.run.seed, 1), cfg.data.num_workers, start * bs, pin)
-    samples = fixed_samples(src_ds) if main else None
-    # KID of EMA-G's translations at every sample (i2i.kid_images; draws no training random numbers)
-    kid = kid_monitor(cfg, device) if main else None
-
-    def save_checkpoint(step: int) -> None:
-        if trainer.in_streak:  # the weights may be blowing up: keep the last good checkpoint
-            log.warning("I2I step %d: no checkpoint written, non-finite steps in a row", step)
-        elif main:
-            ckpts.save({**trainer.state_dict(), "step": step, "rng": rng_state(), "config": to_yaml(cfg)}, step)
-
-    step = start
-    stopped = False
+    run = RunDir(cfg, run_dir, enabled=dist_utils.is_main_process())
     try:
-        with GracefulStop() as stop, TrainingLog("i2i", i2i.steps, start, progress, device, enabled=main) as bar:
-            while step < i2i.steps:
-                src, trg = src_stream.take(bs), trg_stream.take(bs)
-                nb = device.type == "cuda"
-                losses = trainer.train_step(
-                    src["image"].to(device, non_blocking=nb), src["label"].to(device, non_blocking=nb),
-                    trg["image"].to(device, non_blocking=nb),
-                    trg["label"].to(device, non_blocking=nb) if "label" in trg else None, step,
-                )
-                step += 1
-                bar.update(1)
-                if step % i2i.log_every == 0 or step == i2i.steps:
-                    run.log_metrics("i2i", step, losses)
-                    bar.report(step, {**_line_values(losses), "lr": i2i.lr})
-                if main and (step % i2i.sample_every == 0 or step == i2i.steps):
-                    grid = pairs_grid(samples, trainer.translate_samples(samples))
-                    run.log_image("i2i/source_translated", grid, step)
-                    if kid is not None:
-                        run.log_metrics("i2i", step, kid(trainer.translate_samples))
-                    _save_grid(grid, run.path / "samples" / f"step_{step:08d}.png")
-                if step % cfg.run.checkpoint_every == 0 or step == i2i.steps or stop.requested:
-                    save_checkpoint(step)
-                if stop.requested:
-                    stopped = True
-                    log.warning("I2I training stopped at step %d; resume with --resume", step)
-                    break
-    except DivergenceError as e:
-        if main:
-            record_divergence(run.path, e, trainer.streak_start, to_yaml(cfg), ckpts)
-        run.close()
-        raise
+        trainer = I2ITrainer(cfg, run, device, progress=progress)
+        if resume:
+            trainer.resume()
+        summary = trainer.fit()
     finally:
-        src_stream.close()  # stop the prefetching workers now, not at garbage collection
-        trg_stream.close()
-    summary: dict = {"step": step, "stopped": stopped, "run_dir": str(run.path)}
-    if not stopped:
-        # every rank returns the same summary; rank 0 writes what it names
-        summary["generator"] = str(run.path / GENERATOR_WEIGHTS)
-        summary["figure"] = str(run.path / "figures" / "i2i_pairs.png")
-        if main:
-            save_generator(trainer.G_ema, cfg, run.path, step)
-            _final_figure(trainer, cfg, Path(summary["figure"]))
-            log.info("I2I done: %s", summary["generator"])
-    run.close()
-    dist_utils.barrier()
-    return summary
+        run.close()
+    return {**summary, "run_dir": str(summary["run_dir"])}
 
 
 def _save_grid(grid: torch.Tensor, path: Path) -> None:
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(path)
 
@@ -451,10 +413,6 @@ def _final_figure(trainer: I2ITrainer, cfg: Config, path: Path, n: int = 4) -> P
     The first ``n`` readable images of the datasets training reads: a file training skipped is
     skipped here too (and counted against ``data.max_bad_files``).
     """
-    from sci2i.data.build import build_source_dataset, build_target_dataset
-    from sci2i.data.robust import BadFileLedger, readable
-    from sci2i.figures_i2i import make_pairs_figure
-
     src = build_source_dataset(cfg.data, train=False)
     trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
     ledger = BadFileLedger(cfg.data.max_bad_files)

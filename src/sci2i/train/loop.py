@@ -15,6 +15,10 @@
   fp16 with a scaler otherwise, plain fp32 on CPU so tests stay exact).
 * :func:`make_optimizer` is Adam, fused on CUDA or foreach elsewhere, when ``perf.fused_optim``.
 * :func:`prepare_model` applies channels-last and ``torch.compile`` from ``cfg.perf``.
+* :class:`Trainer` is the life cycle both trainers share (:class:`~sci2i.train.mean_teacher.
+  MeanTeacherTrainer`, :class:`~sci2i.train.i2i.I2ITrainer`): ``resume`` / ``fit`` /
+  ``state_dict`` / ``load_state_dict`` over one loop that checkpoints, guards, logs window
+  means (:class:`WindowMean`), evaluates at its interval and stops gracefully.
 
 Checking finiteness needs one host-device synchronisation per step (the same one GradScaler
 makes); everything else that reads values back is done only on logging steps.
@@ -22,18 +26,27 @@ makes); everything else that reads values back is done only on logging steps.
 
 from __future__ import annotations
 
+import abc
+import json
 import logging
 import math
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
+from sci2i.config import Config, to_yaml
 from sci2i.config.schema import PerfConfig
-from sci2i.utils.runtime import amp_dtype
+from sci2i.train.progress import TrainingLog
+from sci2i.utils.checkpoint import CheckpointManager
+from sci2i.utils.distributed import barrier, is_main_process
+from sci2i.utils.rundir import RunDir
+from sci2i.utils.runtime import amp_dtype, rng_state, set_rng_state
 
 log = logging.getLogger("sci2i")
 
@@ -244,9 +257,6 @@ def record_divergence(run_path, error: DivergenceError, streak_start: int, confi
     A checkpoint at step ``streak_start`` or later holds the weights whose steps were not
     finite; it is renamed ``step_….pt.diverged`` (kept for inspection, never resumed from).
     """
-    import json
-    from pathlib import Path
-
     for step, path in checkpoints.list():
         if step >= streak_start:
             path.replace(path.with_name(path.name + ".diverged"))
@@ -262,11 +272,6 @@ def check_divergence_before_resume(run_path, config_yaml: str, resume_hint: str)
     non-finite steps (the others were set aside by :func:`record_divergence`); the record is
     then removed, after logging what happened.
     """
-    import json
-    from pathlib import Path
-
-    from sci2i.utils.distributed import is_main_process
-
     marker = Path(run_path) / DIVERGED_NAME
     try:
         record = json.loads(marker.read_text())
@@ -287,3 +292,222 @@ def check_divergence_before_resume(run_path, config_yaml: str, resume_hint: str)
     if is_main_process():
         marker.unlink(missing_ok=True)
     return True
+
+
+# ----------------------------------------------------------------------------- the shared loop
+def stream_seed(seed: int, *key: int) -> int:
+    """The seed of one data stream: ``seed`` and the stream's ``key`` through a SeedSequence."""
+    return int(np.random.SeedSequence([seed, *key]).generate_state(1)[0])
+
+
+class WindowMean:
+    """A loop's values averaged over one log interval, summed on the device (no sync per step).
+
+    ``Schedule/…`` values are functions of the step: they are reported at the logged step, not
+    averaged. :meth:`means` reads everything back at once (the one synchronisation).
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.last: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            v = torch.as_tensor(v).detach().float()
+            if k.startswith("Schedule/"):
+                self.last[k] = v
+            else:
+                self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        out = to_float({**{k: v / max(1, self.count) for k, v in self.sums.items()}, **self.last})
+        self.sums, self.last, self.count = {}, {}, 0
+        return out
+
+    def state_dict(self) -> dict:
+        """The interval so far: a run cut in its middle logs the same means once resumed."""
+        return {"sums": dict(self.sums), "last": dict(self.last), "count": self.count}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.sums = {k: v.to(device) for k, v in state.get("sums", {}).items()}
+        self.last = {k: v.to(device) for k, v in state.get("last", {}).items()}
+        self.count = int(state.get("count", 0))
+
+
+class Trainer(abc.ABC):
+    """The life cycle both trainers share: :meth:`resume`, :meth:`fit`, :meth:`state_dict`.
+
+    A subclass calls ``super().__init__`` first, then builds its networks and sets
+    :attr:`guards` (``{net: NonFiniteGuard}``); it supplies
+
+    * ``train_step()``: one optimiser step at :attr:`step` on the next batches of its
+      :attr:`streams`, returning detached tensors keyed ``Loss/<net>/<name>`` and
+      ``Schedule/<name>`` (what is logged, as window means, every ``log_every`` steps);
+    * ``open_streams()``: :attr:`streams` from where step :attr:`step` starts reading;
+    * ``model_state()`` / ``load_model_state(state)``: networks, optimisers, scalers;
+    * ``evaluate(final=False)``: the work every ``eval_every`` steps (validation, samples);
+    * ``finish()``: after the last step, the exports; returns their entries of the summary.
+
+    The loop (:meth:`fit`), after each step: log at the interval; on a stop signal, break (the
+    evaluation due at this step is then done first by the resumed run, so that it draws the
+    random numbers the uninterrupted run drew); evaluate; then one checkpoint, after
+    everything the step's state depends on. No checkpoint is written while a streak of
+    non-finite steps is going on. A checkpoint holds :meth:`model_state`, the step, the
+    deferred evaluation, every guard's counters, the log interval's sums so far, all RNG
+    states and the resolved config, so a resumed run takes the same next step (and logs the
+    same values) as an uninterrupted one.
+    """
+
+    #: The name of the log line and of messages (the command: ``train-seg``, ``train-i2i``).
+    name = "train"
+    #: The ``phase`` of metrics.jsonl rows (TensorBoard tags ``<phase>/Loss/<net>/<name>``).
+    phase = "train"
+    #: The config key to lower when a run diverged (``seg.lr``, ``i2i.lr``).
+    lr_key = ""
+
+    def __init__(self, cfg: Config, run: RunDir, device: torch.device, progress: bool, *,
+                 steps: int, log_every: int, eval_every: int) -> None:
+        self.cfg, self.run, self.device, self.progress = cfg, run, torch.device(device), progress
+        self.total_steps, self.log_every, self.eval_every = steps, log_every, eval_every
+        configure_backends(cfg.perf, cfg.run.deterministic)
+        self.checkpoints = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
+        self.guards: dict[str, NonFiniteGuard] = {}
+        self.streams: dict = {}
+        self.step = 0
+        self.eval_due = False  # an evaluation a stop signal put off (done first on resuming)
+        self.window = WindowMean()
+
+    # -- what a subclass supplies (see the class docstring) ------------------------------
+    @abc.abstractmethod
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step at :attr:`step`; detached ``Loss/<net>/…``, ``Schedule/…`` tensors."""
+
+    @abc.abstractmethod
+    def open_streams(self) -> None:
+        """:attr:`streams` positioned where step :attr:`step` reads."""
+
+    @abc.abstractmethod
+    def model_state(self) -> dict:
+        """Networks, optimisers and scalers: the checkpoint's entries besides the loop's."""
+
+    @abc.abstractmethod
+    def load_model_state(self, state: dict) -> None:
+        """The inverse of :meth:`model_state`."""
+
+    @abc.abstractmethod
+    def evaluate(self, final: bool = False) -> dict:
+        """The work every ``eval_every`` steps and after the last (``final``)."""
+
+    @abc.abstractmethod
+    def finish(self) -> dict:
+        """After the last step: exports; returns their entries of :meth:`fit`'s summary."""
+
+    def line_values(self, values: dict[str, float]) -> dict[str, float]:
+        """What the interval line shows (default: everything logged)."""
+        return values
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {**self.model_state(), "step": self.step, "eval_due": self.eval_due,
+                "guard": {k: g.state_dict() for k, g in self.guards.items()},
+                "window": self.window.state_dict(), "rng": rng_state(), "config": to_yaml(self.cfg)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_model_state(state)
+        self.step = int(state["step"])
+        self.eval_due = bool(state.get("eval_due", False))
+        self.window.load_state_dict(state.get("window", {}), self.device)
+        saved = state.get("guard", {})
+        if "consecutive" in saved:  # (older segmentation checkpoints: its one guard, unnamed)
+            saved = {next(iter(self.guards)): saved}
+        for key, guard in self.guards.items():
+            if isinstance(saved.get(key), dict):  # (older I2I checkpoints kept the totals only)
+                guard.load_state_dict(saved[key])
+        set_rng_state(state["rng"])
+        if state.get("config") and state["config"] != to_yaml(self.cfg):
+            log.warning("%s: resuming with a configuration that differs from the checkpoint's; "
+                        "see %s for the one in use", self.name, self.run.path / "config.yaml")
+
+    @property
+    def in_streak(self) -> bool:
+        """A streak of non-finite steps of any network is going on: write no checkpoint."""
+        return any(g.in_streak for g in self.guards.values())
+
+    @property
+    def streak_start(self) -> int:
+        return min((g.streak_start for g in self.guards.values() if g.in_streak), default=-1)
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of the run (False, and step 0, when there is none)."""
+        check_divergence_before_resume(self.run.path, to_yaml(self.cfg), f"resume with a lower "
+                                       f"learning rate (e.g. --resume {self.lr_key}=…)")
+        # on the CPU: RNG states must stay CPU tensors; load_state_dict copies to the device.
+        found = self.checkpoints.load_newest(map_location="cpu")
+        if found is None:
+            log.info("%s: no checkpoint in %s, starting from step 0", self.name, self.checkpoints.folder)
+            return False
+        self.load_state_dict(found[0])
+        log.info("%s: resumed from step %d (%s)", self.name, self.step, found[1])
+        return True
+
+    def save_checkpoint(self) -> None:
+        if is_main_process():
+            path = self.checkpoints.save(self.state_dict(), self.step)
+            log.info("checkpoint %s", path)
+        barrier()
+
+    def save_unless_diverging(self) -> None:
+        """A checkpoint, except in a streak of non-finite steps (its weights may be blowing up)."""
+        if self.in_streak:
+            log.warning("%s step %d: no checkpoint written, non-finite steps in a row", self.name, self.step)
+            barrier()  # the ranks meet here as they would in save_checkpoint
+            return
+        self.save_checkpoint()
+
+    def close_streams(self) -> None:
+        for stream in self.streams.values():
+            stream.close()  # stop the loader workers now (before evaluation starts its own)
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to the last step; returns ``{"stopped", "step", "run_dir", **finish()}``."""
+        total = self.total_steps
+        self.open_streams()
+        bar = TrainingLog(self.name, total, self.step, self.progress, self.device, enabled=is_main_process())
+        stopped = False
+        try:
+            if self.eval_due:  # put off by the stop that ended the previous run
+                self.evaluate()
+                self.eval_due = False
+            with GracefulStop() as stop:
+                while self.step < total:
+                    self.window.add(self.train_step())
+                    self.step += 1
+                    bar.update(1)
+                    if self.step % self.log_every == 0 or self.step == total:
+                        values = self.window.means()  # one sync per interval
+                        self.run.log_metrics(self.phase, self.step, values)
+                        bar.report(self.step, self.line_values(values))
+                    eval_due = self.eval_every > 0 and self.step % self.eval_every == 0 and self.step < total
+                    if stop.requested:
+                        self.eval_due = eval_due
+                        stopped = True
+                        break
+                    if eval_due:
+                        self.evaluate()
+                    if self.step % self.cfg.run.checkpoint_every == 0 and self.step < total:
+                        self.save_unless_diverging()
+        except DivergenceError as e:
+            if is_main_process():
+                record_divergence(self.run.path, e, self.streak_start, to_yaml(self.cfg), self.checkpoints)
+            raise
+        finally:
+            bar.close()
+            self.close_streams()
+        self.save_unless_diverging()
+        if stopped:
+            log.warning("%s stopped at step %d; continue with --resume", self.name, self.step)
+            return {"stopped": True, "step": self.step, "run_dir": self.run.path}
+        return {"stopped": False, "step": self.step, "run_dir": self.run.path, **self.finish()}

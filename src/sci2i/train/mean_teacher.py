@@ -61,7 +61,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 
 from sci2i.config import Config, ConfigError, to_yaml
@@ -79,32 +78,27 @@ from sci2i.train.class_prior import ClassPrior
 from sci2i.train.ema import ema_update, make_ema, unwrap
 from sci2i.train.loop import (
     AmpContext,
-    DivergenceError,
-    GracefulStop,
     NonFiniteGuard,
-    check_divergence_before_resume,
+    Trainer,
     clip_grad_norm,
-    configure_backends,
     make_optimizer,
     prepare_model,
-    record_divergence,
-    to_float,
+    stream_seed,
 )
 from sci2i.train.perturb import Perturbation
 from sci2i.train.sample_stream import SampleStream
-from sci2i.train.progress import TrainingLog
 from sci2i.train.schedules import ema_decay_at, exponential_lr, lambda_con_at
-from sci2i.utils.checkpoint import CheckpointManager, load_state_dict_strict
+from sci2i.utils.checkpoint import load_state_dict_strict
 from sci2i.utils.distributed import barrier, init_distributed, is_main_process, wrap_ddp
 from sci2i.utils.rundir import RunDir
-from sci2i.utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from sci2i.utils.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("sci2i")
 
 PHASE = "seg"
-#: What the interval line of :class:`~sci2i.train.progress.TrainingLog` shows, in this order.
-_LINE_LOSSES = ("total", "seg_src", "seg_trg", "con", "grad_norm")
-_LINE_SCHEDULES = ("lr", "lambda_con")
+#: The student's logged values are ``Loss/student/<name>``; the interval line shows these, in order.
+LOSS = "Loss/student/"
+_LINE_KEYS = ("total", "seg_src", "seg_trg", "con", "grad_norm", "Schedule/lr", "Schedule/lambda_con")
 STREAMS = ("src", "translated", "trg")
 
 
@@ -216,20 +210,22 @@ def check_config(cfg: Config) -> None:
                           f"with `sci2i translate`)")
 
 
-def _stream_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
 # ----------------------------------------------------------------------------- trainer
-class MeanTeacherTrainer:
-    """Student, EMA teacher, optimiser and data streams of one segmentation run."""
+class MeanTeacherTrainer(Trainer):
+    """Student, EMA teacher, optimiser and data streams of one segmentation run.
+
+    The life cycle (``resume``, ``fit``, checkpoints, logging, evaluation every
+    ``seg.eval_every`` steps) is :class:`~sci2i.train.loop.Trainer`'s.
+    """
+
+    name, phase, lr_key = "train-seg", PHASE, "seg.lr"
 
     def __init__(self, cfg: Config, run: RunDir, device: torch.device, progress: bool = True,
                  init_weights: str | Path | None = None) -> None:
         check_config(cfg)
-        self.cfg, self.run, self.device, self.progress = cfg, run, device, progress
-        perf = cfg.perf
-        configure_backends(perf, cfg.run.deterministic)
+        super().__init__(cfg, run, device, progress, steps=cfg.seg.steps, log_every=cfg.seg.log_every,
+                         eval_every=cfg.seg.eval_every)
+        device, perf = self.device, cfg.perf
         self.student: DeepLabV2 = build_deeplab(cfg.model)
         init = init_weights or cfg.model.init_checkpoint
         if init:
@@ -249,18 +245,12 @@ class MeanTeacherTrainer:
         )
         self.amp = AmpContext(perf, device)
         self.guard = NonFiniteGuard(cfg.run.max_nonfinite_steps, name="train-seg")
+        self.guards = {"student": self.guard}
         self.perturb = Perturbation.from_config(cfg.seg)
         self.plain_aug = PlainAugmentation() if cfg.seg.second_source == "plain_aug" else None
         self.class_prior = (ClassPrior(self.student.num_classes, device, cfg.seg.con_align_prior)
                             if cfg.seg.con_align else None)
-        self.checkpoints = CheckpointManager(run.checkpoints, cfg.run.keep_checkpoints)
-        self.step = 0
-        # An evaluation due at ``step`` that a stop signal put off: the resumed run does it first,
-        # so that it draws the random numbers the uninterrupted run drew (exact resumption).
-        self.eval_due = False
         self.streams: dict[str, SampleStream] = {}
-        self._acc: dict[str, torch.Tensor] = {}
-        self._acc_n = 0
         self.val_set = self._build_val_set()
 
     # -- data ------------------------------------------------------------------------
@@ -295,7 +285,7 @@ class MeanTeacherTrainer:
         pin = self.cfg.perf.pin_memory and self.device.type == "cuda"
         for name, ds in self._datasets().items():
             self.streams[name] = SampleStream(
-                ds, _stream_seed(self.cfg.run.seed, STREAMS.index(name)),
+                ds, stream_seed(self.cfg.run.seed, STREAMS.index(name)),
                 num_workers=self.cfg.data.num_workers, start=start[name], pin_memory=pin,
                 max_bad_files=self.cfg.data.max_bad_files,
             )
@@ -370,67 +360,29 @@ class MeanTeacherTrainer:
         if self.guard.step_ok(step, *watched):
             self.amp.step(self.optimizer)
             ema_update(self.teacher, self.student, ema_decay_at(step, s.ema_decay, s.ema_warmup))
-        parts.update(grad_norm=grad_norm.detach(), lr=torch.tensor(lr), lambda_con=torch.tensor(lam_con))
-        return parts
+        parts["grad_norm"] = grad_norm.detach()
+        return {**{LOSS + k: v for k, v in parts.items()},
+                "Schedule/lr": torch.tensor(lr), "Schedule/lambda_con": torch.tensor(lam_con)}
 
-    # -- state -----------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    # -- state (the loop's own entries: sci2i.train.loop.Trainer.state_dict) -------------
+    def model_state(self) -> dict:
         return {
             "student": unwrap(self.student).state_dict(),
             "teacher": self.teacher.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "amp": self.amp.state_dict(),
-            "step": self.step,
-            "eval_due": self.eval_due,
-            "guard": self.guard.state_dict(),
             "consumed": {k: v.consumed for k, v in self.streams.items()},
-            "rng": rng_state(),
-            "config": to_yaml(self.cfg),
             "model_meta": model_meta(self.student),
             **({"class_prior": self.class_prior.state_dict()} if self.class_prior else {}),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_model_state(self, state: dict) -> None:
         load_state_dict_strict(unwrap(self.student), state["student"], "checkpoint (student)")
         load_state_dict_strict(self.teacher, state["teacher"], "checkpoint (teacher)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.amp.load_state_dict(state.get("amp", {}))
-        self.step = int(state["step"])
-        self.eval_due = bool(state.get("eval_due", False))
-        self.guard.load_state_dict(state.get("guard", {}))
         if self.class_prior is not None and "class_prior" in state:
             self.class_prior.load_state_dict(state["class_prior"])
-        set_rng_state(state["rng"])
-        if state.get("config") and state["config"] != to_yaml(self.cfg):
-            log.warning("resuming with a configuration that differs from the checkpoint's; "
-                        "see %s for the one in use", self.run.path / "config.yaml")
-
-    def save_checkpoint(self) -> None:
-        if is_main_process():
-            path = self.checkpoints.save(self.state_dict(), self.step)
-            log.info("checkpoint %s", path)
-        barrier()
-
-    def _save_unless_diverging(self) -> None:
-        """A checkpoint, except in a streak of non-finite steps (its weights may be blowing up)."""
-        if self.guard.in_streak:
-            log.warning("step %d: no checkpoint written, %d non-finite steps in a row", self.step,
-                        self.guard.consecutive)
-            barrier()  # the ranks meet here as they would in save_checkpoint
-            return
-        self.save_checkpoint()
-
-    def resume(self) -> bool:
-        check_divergence_before_resume(self.run.path, to_yaml(self.cfg),
-                                       "resume with a lower learning rate (e.g. --resume seg.lr=…)")
-        # on the CPU: RNG states must stay CPU tensors; load_state_dict copies to the device.
-        found = self.checkpoints.load_newest(map_location="cpu")
-        if found is None:
-            log.info("no checkpoint in %s: starting from step 0", self.checkpoints.folder)
-            return False
-        self.load_state_dict(found[0])
-        log.info("resumed from step %d (%s)", self.step, found[1])
-        return True
 
     # -- evaluation & logging --------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict:
@@ -458,76 +410,20 @@ class MeanTeacherTrainer:
         barrier()
         return results
 
-    def _accumulate(self, parts: dict[str, torch.Tensor]) -> None:
-        for k, v in parts.items():
-            self._acc[k] = self._acc[k] + v if k in self._acc else v.clone()
-        self._acc_n += 1
+    def line_values(self, values: dict[str, float]) -> dict[str, float]:
+        shown = {k.removeprefix(LOSS): v for k, v in values.items()}
+        return {k: shown[k] for k in _LINE_KEYS if k in shown}
 
-    def _flush_log(self, bar) -> None:
-        values = to_float({k: v / self._acc_n for k, v in self._acc.items()})  # one sync
-        self._acc, self._acc_n = {}, 0
-        named = {(f"Loss/{k}" if k in ("seg_src", "con", "seg_trg", "total") else k): v
-                 for k, v in values.items()}
-        self.run.log_metrics(PHASE, self.step, named)
-        if bar is not None:  # the interval's line: log.txt, stdout off a terminal, the bar on one
-            bar.report(self.step, {k: values[k] for k in (*_LINE_LOSSES, *_LINE_SCHEDULES) if k in values})
-
-    # -- the loop --------------------------------------------------------------------
-    def fit(self) -> dict:
-        """Train to ``seg.steps``; checkpoints, logs, evaluates; exports the teacher at the end."""
-        cfg = self.cfg
-        total_steps = cfg.seg.steps
-        self.open_streams()
-        bar = TrainingLog("train-seg", total_steps, self.step, self.progress, self.device,
-                          enabled=is_main_process())
-        stopped = False
-        if self.eval_due:  # put off by the stop that ended the previous run
-            self.evaluate()
-            self.eval_due = False
-        try:
-            with GracefulStop() as stop:
-                while self.step < total_steps:
-                    parts = self.train_step()
-                    self._accumulate(parts)
-                    self.step += 1
-                    if bar is not None:
-                        bar.update(1)
-                    if self.step % cfg.seg.log_every == 0 or self.step == total_steps:
-                        self._flush_log(bar)
-                    eval_due = (cfg.seg.eval_every > 0 and self.step % cfg.seg.eval_every == 0
-                                and self.step < total_steps)
-                    if stop.requested:
-                        self.eval_due = eval_due  # done first by the resumed run
-                        stopped = True
-                        break
-                    # One checkpoint per step, after everything the step's state depends on: the
-                    # evaluation draws random numbers (its data loader's seed), so it comes first.
-                    if eval_due:
-                        self.evaluate()
-                    if self.step % cfg.run.checkpoint_every == 0 and self.step < total_steps:
-                        self._save_unless_diverging()
-        except DivergenceError as e:
-            if is_main_process():
-                record_divergence(self.run.path, e, self.guard.streak_start, to_yaml(cfg), self.checkpoints)
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            for stream in self.streams.values():
-                stream.close()  # stop the loader workers before evaluation starts its own
-        self._save_unless_diverging()
-        if stopped:
-            log.warning("stopped at step %d; continue with --resume", self.step)
-            return {"stopped": True, "step": self.step, "run_dir": self.run.path}
+    def finish(self) -> dict:
+        """The teacher's weights, then its final evaluation (``eval.json``)."""
         weights = self.run.path / WEIGHTS_NAME
         if is_main_process():
-            save_segmenter(self.teacher, weights, to_yaml(cfg))
+            save_segmenter(self.teacher, weights, to_yaml(self.cfg))
             log.info("teacher weights: %s", weights)
         results = self.evaluate(final=True)
         if is_main_process():
             (self.run.path / "eval.json").write_text((self.run.path / "eval" / "final.json").read_text())
-        return {"stopped": False, "step": self.step, "run_dir": self.run.path, "weights": weights,
-                "eval": results}
+        return {"weights": weights, "eval": results}
 
 
 def train_segmentation(cfg: Config, out_dir: str | Path | None = None, resume: bool = False,
