@@ -51,15 +51,13 @@ from sci2i.data.transforms import resize_image, scaled_size
 from sci2i.errors import UserError
 from sci2i.labels import CLASS_COLORS, IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS, train_ids_to_label_ids
 from sci2i.segmenter import META_KEY, WEIGHTS_NAME, load_segmenter, segmenter_config
+from sci2i.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS  # to recognise a generator
 from sci2i.utils.checkpoint import CheckpointError, load_state
 
 log = logging.getLogger("sci2i")
 
 #: Files read as videos (frame by frame, with OpenCV) when named as an input or matched by a glob.
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-#: Written by :func:`sci2i.train.i2i.save_generator`; named here to recognise a generator.
-GENERATOR_WEIGHTS = "generator_ema.safetensors"
-GENERATOR_CONFIG = "generator.yaml"
 #: Above this many C×H×W elements the full-resolution upsampling is done in strips.
 MAX_UPSAMPLE_ELEMENTS = 1 << 26
 _GLOB_CHARS = set("*?[")

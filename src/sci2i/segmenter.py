@@ -75,7 +75,7 @@ def build_from_meta(meta: dict) -> DeepLabV2:
 
 def save_segmenter(model: DeepLabV2, path: str | Path, config_yaml: str = "") -> Path:
     """``path`` (.safetensors) with the architecture in its metadata; config YAML beside it."""
-    from sci2i.train.ema import unwrap
+    from sci2i.utils.distributed import unwrap
 
     model = unwrap(model)  # type: ignore[assignment]
     path = Path(path)

@@ -47,8 +47,10 @@ from sci2i.utils.checkpoint import load_state_dict_strict, load_weights
 
 log = logging.getLogger("sci2i")
 
-WEIGHTS_NAME = "generator_ema.safetensors"
-CONFIG_NAME = "generator.yaml"
+#: The exported generator (phase (b)): G's EMA weights and its config beside them; train/i2i.py
+#: writes these names, sci2i translate / predict read them.
+GENERATOR_WEIGHTS = "generator_ema.safetensors"
+GENERATOR_CONFIG = "generator.yaml"
 FORMATS = {
     # fmt: (image folder, label folder) relative to the dataset root
     "folder": ("", None),
@@ -61,10 +63,10 @@ def load_generator(ckpt: str | Path, device: torch.device | str = "cpu") -> tupl
     """G in eval mode from a ``.safetensors`` file (``generator.yaml`` beside it) or a run dir."""
     path = Path(ckpt)
     if path.is_dir():
-        path = path / WEIGHTS_NAME
+        path = path / GENERATOR_WEIGHTS
     if not path.is_file():
         raise UserError(f"generator weights not found: {path} (pass generator_ema.safetensors or its run directory)")
-    cfg_path = path.with_name(CONFIG_NAME)
+    cfg_path = path.with_name(GENERATOR_CONFIG)
     if not cfg_path.is_file():
         raise UserError(f"{cfg_path} is missing: it holds the generator's widths needed to rebuild it")
     meta = yaml.safe_load(cfg_path.read_text()) or {}

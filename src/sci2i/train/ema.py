@@ -19,16 +19,7 @@ import copy
 import torch
 from torch import nn
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP / ``torch.compile`` wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # type: ignore[assignment]
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
+from sci2i.utils.distributed import unwrap  # one definition, in the lower layer (re-exported here)
 
 
 def make_ema(model: nn.Module) -> nn.Module:

@@ -66,6 +66,7 @@ from sci2i.train.loop import (
 )
 from sci2i.train.sample_stream import SampleStream
 from sci2i.train.schedules import linear_ramp
+from sci2i.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS
 from sci2i.utils import distributed as dist_utils
 from sci2i.utils.checkpoint import save_weights
 from sci2i.utils.rundir import RunDir
@@ -73,8 +74,6 @@ from sci2i.utils.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("sci2i")
 
-GENERATOR_WEIGHTS = "generator_ema.safetensors"
-GENERATOR_CONFIG = "generator.yaml"
 #: Fixed latent seed of the validation samples (TensorBoard) and the final figure.
 SAMPLE_Z_SEED = 0
 
