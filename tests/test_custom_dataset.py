@@ -15,9 +15,10 @@ import yaml
 from fixtures import write_cityscapes, write_gta5
 from sci2i.config import load_config
 from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
-from sci2i.data.custom import CustomDataset, DatasetSpec, dataset_from_file
+from sci2i.data.custom import CustomDataset, DatasetSpec, dataset_from_file, run_class_names, run_class_set
 from sci2i.data.datasets import CityscapesDataset, GTA5Dataset, pseudo_label_path
 from sci2i.errors import DataError
+from sci2i.labels import CLASS_NAMES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "datasets"
 
@@ -115,17 +116,129 @@ def test_dataset_file_errors_name_the_file_and_the_key(tmp_path, data):
         CustomDataset(_spec_file(tmp_path, "toycity-source.yaml", root / "gta"), "val")
 
 
-def test_a_class_list_other_than_the_models_is_an_error_naming_both(tmp_path, data):
+def test_source_and_target_with_other_class_lists_are_an_error_naming_both(tmp_path, data):
     root, _, _ = data
     two = [{"name": "road", "color": [128, 64, 128], "ids": [7]}, {"name": "car", "color": [0, 0, 142], "ids": [26]}]
     path = _spec_file(tmp_path, "toycity-source.yaml", root / "gta", classes=two)
-    cfg = load_config(None, [f"data.source_root={path}"])
-    with pytest.raises(DataError) as e:
-        build_source_dataset(cfg.data, train=False)
+    assert dataset_from_file(path, "train").class_names == ("road", "car")  # any classes are read
+    cfg = load_config(None, [f"data.source_root={path}", f"data.target_root={root / 'cs'}"])
+    with pytest.raises(DataError) as e:  # a 2-class source file with Cityscapes' built-in reader
+        run_class_names(cfg.data)
     text = str(e.value)
     assert str(path) in text and "road, car" in text and "sidewalk" in text and "19" in text
-    with pytest.raises(DataError, match="road, car"):
-        dataset_from_file(path, "train")
+    trg = _spec_file(tmp_path, "toycity-target.yaml", root / "cs", classes=two[::-1])
+    cfg = load_config(None, [f"data.source_root={path}", f"data.target_root={trg}"])
+    with pytest.raises(DataError, match="road, car.*car, road"):  # the same classes, another order
+        run_class_names(cfg.data)
+    same = _spec_file(tmp_path, "toycity-target.yaml", root / "cs", classes=two)
+    cfg = load_config(None, [f"data.source_root={path}", f"data.target_root={same}"])
+    assert run_class_names(cfg.data) == ("road", "car") and run_class_set(cfg.data) == "all"
+    with pytest.raises(DataError, match="data.class_set=synthia16"):
+        run_class_set(load_config(None, [f"data.source_root={path}", f"data.target_root={same}",
+                                         "data.class_set=synthia16"]).data)
+    builtin = load_config(None, [f"data.source_root={root / 'gta'}", f"data.target_root={root / 'cs'}"])
+    assert run_class_names(builtin.data) == CLASS_NAMES and run_class_set(builtin.data) == "cityscapes19"
+
+
+#: toy-city's label ids grouped into five classes of a dataset of one's own
+FIVE = [{"name": "flat", "color": [128, 64, 128], "ids": [7, 8]},
+        {"name": "construction", "color": [70, 70, 70], "ids": [11, 12, 13, 17, 19, 20]},
+        {"name": "nature", "color": [107, 142, 35], "ids": [21, 22]},
+        {"name": "sky", "color": [70, 130, 180], "ids": [23]},
+        {"name": "agent", "color": [220, 20, 60], "ids": [24, 25, 26, 27, 28, 31, 32, 33]}]
+FIVE_NAMES = tuple(c["name"] for c in FIVE)
+
+
+@pytest.fixture(scope="module")
+def five_class_run(tmp_path_factory):
+    """`sci2i run` on toy-city described as a 5-class dataset (source and target files)."""
+    from sci2i.cli import main as cli
+    from sci2i.toycity import generate
+
+    from test_pipeline import TINY
+
+    root = tmp_path_factory.mktemp("five")
+    generate(root / "toy", seed=0, progress=False, width=64, height=32, n_source=4, n_target_train=3,
+             n_target_val=2)
+    src = _spec_file(root, "toycity-source.yaml", root / "toy" / "source", classes=FIVE, name="five-source")
+    trg = _spec_file(root, "toycity-target.yaml", root / "toy" / "target", classes=FIVE, name="five-target")
+    preset = root / "tiny.yaml"
+    preset.write_text(yaml.safe_dump({**TINY, "pipeline": {"kid_images": 0}}))
+    out = root / "run"
+    assert cli(["run", str(preset), f"run.out_dir={out}", f"data.source_root={src}", f"data.target_root={trg}",
+                "--no-progress"]) == 0
+    return root, out, json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_sci2i_run_trains_and_scores_a_dataset_with_five_classes(five_class_run):
+    import torch
+
+    from sci2i.segmenter import load_segmenter
+
+    root, out, summary = five_class_run
+    for key in ("warmup_eval", "final_eval"):
+        ev = summary[key]
+        assert tuple(ev["per_class"]) == FIVE_NAMES and ev["class_set"] == "all", key
+        assert isinstance(ev["mIoU"], float) and "mIoU19" not in ev, key
+    model = load_segmenter(summary["phases"]["final"]["weights"])
+    assert model.num_classes == 5 and model.class_names == FIVE_NAMES  # from the checkpoint's metadata
+    # D's AC head has one channel per class, the GAN head one more (domain + class-wise)
+    (ckpt,) = sorted(Path(summary["phases"]["i2i"]["dir"]).glob("checkpoints/step_*.pt"))[-1:]
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    d_out = {k: tuple(v.shape) for k, v in _flat(state).items() if "head" in k and k.endswith("weight")}
+    assert any("ac_head" in k and 5 in s[:2] for k, s in d_out.items()), d_out
+    assert not any(19 in s[:2] or 20 in s[:2] for s in d_out.values()), d_out
+    report = (out / "report.md").read_text()
+    assert "| model | mIoU |" in report and "| method | flat | construction | nature | sky | agent | mIoU |" in report
+
+
+def _flat(state, prefix=""):
+    """A nested checkpoint dict as {dotted key: tensor}."""
+    import torch
+
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@pytest.mark.slow
+def test_the_summary_time_of_m1_counts_every_phase_it_needed(five_class_run):
+    from sci2i.pipeline.report import model_seconds
+
+    _, out, summary = five_class_run
+    phases = summary["phases"]
+    needed = ("warmup", "pseudo_labels", "i2i", "translate", "final")
+    assert all(phases[p]["seconds"] > 0 for p in needed), {p: phases.get(p) for p in needed}
+    assert model_seconds(phases, "final") == pytest.approx(sum(phases[p]["seconds"] for p in needed))
+    assert model_seconds(phases, "warmup") == phases["warmup"]["seconds"]
+    line = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("Time per phase"))
+    assert all(f"{p} " in line for p in needed), line
+    assert line.endswith(f"; all {sum(v['seconds'] for v in phases.values() if 'seconds' in v) / 60:.1f}."), line
+
+
+@pytest.mark.slow
+def test_a_checkpoint_evaluated_on_other_classes_is_an_error_naming_both(five_class_run, capsys):
+    from sci2i.cli import main as cli
+    from sci2i.segmenter import evaluate_checkpoint
+
+    root, _, summary = five_class_run
+    weights = summary["phases"]["final"]["weights"]
+    cityscapes_classes = _spec_file(root / "toy", "toycity-target.yaml", root / "toy" / "target")
+    with pytest.raises(DataError) as e:
+        evaluate_checkpoint(weights, cityscapes_classes, device="cpu", num_workers=0, progress=False)
+    text = str(e.value)
+    assert "flat, construction, nature, sky, agent" in text and "road, sidewalk" in text
+    assert str(weights) in text and str(cityscapes_classes) in text
+    # on its own classes: scored on all five, headline mIoU
+    assert cli(["evaluate", "--checkpoint", weights, "--target-root", str(root / "toycity-target.yaml"),
+                "--device", "cpu", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| method | flat | construction | nature | sky | agent | mIoU |" in printed and "\nmIoU: " in printed
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from sci2i.data import CityscapesDataset
 from sci2i.data.transforms import EvalTransform
 from sci2i.eval.evaluator import evaluate_segmenter, logits_to_train_ids, score_prediction_folder
 from sci2i.eval.export import prediction_paths, save_prediction
-from sci2i.eval.metrics import ConfusionMatrix, format_iou_rows, format_iou_table
+from sci2i.eval.metrics import ConfusionMatrix, class_set_ids, format_iou_rows, format_iou_table, headline_metrics
 from sci2i.labels import CLASS_NAMES, train_ids_to_label_ids
 
 
@@ -29,8 +29,26 @@ def test_confusion_matrix_hand_computed():
     np.testing.assert_allclose(cm.iou().numpy(), [2 / 3, 1 / 3, 1 / 2])
     s = cm.summary()
     assert s["num_pixels"] == 6  # ignore pixels are not counted
-    assert s["mIoU19"] == pytest.approx(100 * (2 / 3 + 1 / 3 + 1 / 2) / 3)
+    assert s["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 3 + 1 / 2) / 3)  # every class of a 3-class set
+    assert not {"mIoU19", "mIoU16", "mIoU13"} & set(s)  # Cityscapes' subsets only for its 19 classes
     assert s["pixel_accuracy"] == pytest.approx(100 * 4 / 6)
+
+
+def test_a_dataset_with_classes_of_its_own_is_scored_on_all_of_them():
+    cm = ConfusionMatrix(3, class_names=("flat", "sky", "agent"))
+    cm.update(torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 255]))
+    s = cm.summary()
+    assert list(s["per_class"]) == ["flat", "sky", "agent"]
+    assert s["per_class"]["sky"] == pytest.approx(50.0) and s["mIoU"] == pytest.approx((50 + 50 + 100) / 3)
+    table = format_iou_table(s, "all").splitlines()
+    assert table[0] == "| method | flat | sky | agent | mIoU |" and table[2] == "| ours | 50.0 | 50.0 | 100.0 | 66.7 |"
+    assert class_set_ids("all", 3) == (0, 1, 2) and headline_metrics("all") == ("mIoU",)
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        ConfusionMatrix(3, class_names=("a", "b"))
+    # the evaluator sizes the matrix by the dataset's classes and wants one logit channel per class
+    with pytest.raises(ValueError, match="logits must have 3 channels"):
+        logits_to_train_ids(torch.zeros(1, 19, 2, 2), (2, 2), 3)
+    assert logits_to_train_ids(torch.eye(3).reshape(1, 3, 3, 1), (3, 1), 3).flatten().tolist() == [0, 1, 2]
 
 
 def test_predictions_outside_the_classes_are_misses_only():

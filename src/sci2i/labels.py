@@ -13,9 +13,14 @@ import numpy as np
 from cityscapesscripts.helpers import labels as _cs
 
 IGNORE_INDEX = 255
+#: Cityscapes' train classes (GTA5 / SYNTHIA → Cityscapes); a run's own count comes from its
+#: data (sci2i.data.custom.run_class_names).
 NUM_CLASSES = 19
 #: Evaluation class sets of Cityscapes: all 19 classes (GTA5 source) or SYNTHIA's 16 (and 13).
 CLASS_SETS = ("cityscapes19", "synthia16")
+#: The class set of a dataset with classes of its own (a dataset file): all of them, as "mIoU".
+#: The 19/16/13-class sets are subsets of Cityscapes only (sci2i.data.custom.run_class_set).
+ALL_CLASSES = "all"
 
 _TRAIN_LABELS = sorted(
     (l for l in _cs.labels if 0 <= l.trainId < IGNORE_INDEX), key=lambda l: l.trainId

@@ -49,7 +49,9 @@ from PIL import Image
 from sci2i.data.io import IMAGE_EXTENSIONS, list_images, read_rgb
 from sci2i.data.transforms import resize_image, scaled_size
 from sci2i.errors import UserError
-from sci2i.labels import CLASS_COLORS, IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS, train_ids_to_label_ids
+from sci2i.labels import (
+    CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS, train_ids_to_label_ids,
+)
 from sci2i.segmenter import META_KEY, WEIGHTS_NAME, load_segmenter, segmenter_config
 from sci2i.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS  # to recognise a generator
 from sci2i.utils.checkpoint import CheckpointError, load_state
@@ -304,10 +306,14 @@ class ClassPalette:
     cityscapes: bool  # trainIds are Cityscapes trainIds (labelIds can be written)
 
     @classmethod
-    def for_model(cls, num_classes: int) -> "ClassPalette":
-        if num_classes == NUM_CLASSES:
+    def for_model(cls, num_classes: int, class_names: Optional[Sequence[str]] = None) -> "ClassPalette":
+        """``class_names``: the model's (its checkpoint's); a list other than Cityscapes' (or
+        SYNTHIA's 16 of them) is a dataset's own classes, channel k = train id k."""
+        own = class_names is not None and tuple(class_names) not in (
+            CLASS_NAMES, tuple(CLASS_NAMES[i] for i in SYNTHIA16_TRAIN_IDS))
+        if num_classes == NUM_CLASSES and not own:
             return cls(tuple(range(NUM_CLASSES)), CLASS_COLORS, True)
-        if num_classes == len(SYNTHIA16_TRAIN_IDS):  # a SYNTHIA model: channel k -> k-th of the 16
+        if num_classes == len(SYNTHIA16_TRAIN_IDS) and not own:  # a SYNTHIA model: channel k -> k-th of the 16
             return cls(SYNTHIA16_TRAIN_IDS, CLASS_COLORS, True)
         rng = np.random.default_rng(0)  # any other class count: fixed distinct colours
         extra = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(max(0, num_classes - NUM_CLASSES))]
@@ -486,7 +492,7 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir
     items = collect_inputs(inputs)  # input errors before the model is loaded
     device = resolve_device(opts.device)
     model, trained_long_side = load_predictor(checkpoint, device)
-    palette = ClassPalette.for_model(model.num_classes)
+    palette = ClassPalette.for_model(model.num_classes, model.class_names)
     if opts.label_ids and not palette.cityscapes:
         raise UserError(f"the model has {model.num_classes} classes, not Cityscapes' 19 (or SYNTHIA's 16): "
                         f"it has no Cityscapes labelIds; write --train-ids instead")

@@ -54,6 +54,7 @@ def model_meta(model: DeepLabV2) -> dict:
         "arch": "deeplabv2",
         "backbone": model.backbone_name,
         "num_classes": model.num_classes,
+        "class_names": list(model.class_names),
         "aspp_rates": list(model.classifier.rates),
         "input_norm": model.input_norm,
         "output_stride": model.backbone.stride,
@@ -66,6 +67,7 @@ def model_meta(model: DeepLabV2) -> dict:
 
 def build_from_meta(meta: dict) -> DeepLabV2:
     model = DeepLabV2(meta["backbone"], "", num_classes=int(meta["num_classes"]),
+                      class_names=meta.get("class_names"),  # absent in older checkpoints
                       aspp_rates=tuple(meta["aspp_rates"]), freeze_bn=True,
                       head=meta.get("head", "aspp"), output_stride=int(meta.get("output_stride", 8)),
                       backbone_variant=meta.get("backbone_variant", ""))
@@ -196,7 +198,7 @@ def write_pseudo_labels(
     loader = DataLoader(_FullSizeItems(dataset, long_side), batch_size=1, num_workers=workers,
                         worker_init_fn=worker_init if workers > 0 else None)
     items = loader
-    from sci2i.train.progress import on_terminal
+    from sci2i.utils.progress import on_terminal
 
     if on_terminal(progress):  # a bar on a terminal only, never in a log file
         from tqdm import tqdm
@@ -270,7 +272,9 @@ def evaluate_checkpoint(
     """
     from sci2i.config.schema import DataConfig
     from sci2i.data.build import build_target_dataset
+    from sci2i.data.custom import check_class_names
     from sci2i.eval.evaluator import evaluate_segmenter
+    from sci2i.labels import ALL_CLASSES, CLASS_NAMES
     from sci2i.utils.runtime import amp_dtype, resolve_device
 
     dev = resolve_device(device)
@@ -279,7 +283,12 @@ def evaluate_checkpoint(
     eval_long_side = long_side or (trained.data.eval_long_side if trained else 1024)
     data = DataConfig(target_root=str(target_root), eval_long_side=eval_long_side, max_images=max_images)
     dataset = build_target_dataset(data, split, with_labels=True, train=False)
+    # the checkpoint's classes (its metadata) against the dataset's: an error naming both lists
+    names = tuple(getattr(dataset, "class_names", None) or CLASS_NAMES)
+    check_class_names(names, f"the dataset {target_root}", model.class_names, f"the checkpoint {checkpoint}")
+    if names != CLASS_NAMES and class_set == "cityscapes19":  # the default: every class of the dataset
+        class_set = ALL_CLASSES
     dtype = amp_dtype("auto", dev)
     return evaluate_segmenter(lambda x: predict_logits(model, x, dtype), dataset, dev,
                               export_dir=export_dir, progress=progress, class_set=class_set,
-                              num_workers=num_workers)
+                              num_workers=num_workers, class_names=names)

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--target-root", metavar="ROOT", default=os.environ.get("SCI2I_TARGET_ROOT", ""),
-        help="Cityscapes root with leftImg8bit/ and gtFine/ (default: $SCI2I_TARGET_ROOT)",
+        help="Cityscapes root with leftImg8bit/ and gtFine/, or with --checkpoint a dataset file "
+        "(.yaml, scored on its own classes; README \"Your own data\") (default: $SCI2I_TARGET_ROOT)",
     )
     p.add_argument("--split", default="val", help="Cityscapes split with gtFine labels (default: val)")
     p.add_argument(
@@ -112,9 +113,9 @@ def main(args: argparse.Namespace) -> int:
             args.predictions, args.target_root, split=args.split, train_ids=args.train_ids,
             class_set=args.class_set, max_images=args.max_images, progress=not args.no_progress,
         )
-    print(f"{results['num_images']} images of Cityscapes '{args.split}'")
+    print(f"{results['num_images']} images of {args.target_root} '{args.split}'")
     print(results["table"])
-    for key in headline_metrics(args.class_set):
+    for key in headline_metrics(results["class_set"]):  # "all" for a dataset file's own classes
         print(f"{key}: {results[key]:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

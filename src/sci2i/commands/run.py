@@ -80,5 +80,5 @@ def main(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun the summary is rank 0's to print
     print(f"done: {cfg.run.out_dir}/report.md  " +
-          "  ".join(f"{k} {ev[k]:.1f}" for k in ("mIoU19", "mIoU16", "mIoU13") if isinstance(ev.get(k), float)))
+          "  ".join(f"{k} {ev[k]:.1f}" for k in ("mIoU19", "mIoU16", "mIoU13", "mIoU") if isinstance(ev.get(k), float)))
     return 0

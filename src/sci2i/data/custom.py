@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -50,7 +51,7 @@ from sci2i.data.datasets import (
 )
 from sci2i.data.io import read_label_ids
 from sci2i.errors import DataError
-from sci2i.labels import IGNORE_INDEX
+from sci2i.labels import ALL_CLASSES, IGNORE_INDEX
 
 log = logging.getLogger("sci2i")
 
@@ -236,7 +237,7 @@ class CustomDataset(SegmentationDataset):
         labels: list[Optional[Path]] = [None] * len(images)
         if with_labels and label_dir is not None:
             labels = [pseudo_label_path(label_dir, n) for n in names]
-            reader = read_train_id_label
+            reader = partial(read_train_id_label, num_classes=self.spec.num_classes)
         elif with_labels:
             if s.labels is None:
                 raise DataError(f"{self.spec.name} split '{split}' has no labels (splits.{split}.labels in "
@@ -295,19 +296,50 @@ def dataset_from_file(path: str | Path, split: str, transform: Optional[Transfor
     """The reader :mod:`sci2i.data.build` uses when ``data.source_root`` / ``data.target_root``
     names a dataset file (``translated``: the folder of its translated source images).
 
-    The segmentation and I2I models have Cityscapes' 19 classes, so the file must list those,
-    in trainId order (:data:`sci2i.labels.CLASS_NAMES`); toy-city's files do.
+    Any classes: the models are built for the run's (:func:`run_class_names`), which also
+    checks that the source and target list the same.
     """
-    from sci2i.labels import CLASS_NAMES
-
     spec = DatasetSpec.load(path)
-    check_class_names(spec.class_names, f"the dataset file {spec.path}", CLASS_NAMES,
-                      "the models (Cityscapes' 19 classes in trainId order; a dataset with other classes "
-                      "cannot be trained on yet)")
     if translated is not None:
         spec = translated_spec(spec, translated, split)
     return CustomDataset(spec, split, transform, with_labels=with_labels, label_dir=label_dir,
                          max_images=max_images)
+
+
+def _classes_of(root: str, key: str) -> tuple[tuple[str, ...], str]:
+    """The class list of one ``data.*_root`` and how to name it in a message."""
+    from sci2i.labels import CLASS_NAMES
+
+    if is_dataset_file(root):
+        return DatasetSpec.load(root).class_names, f"the dataset file {root} (data.{key})"
+    return CLASS_NAMES, f"the built-in reader of data.{key} (Cityscapes' 19 classes)"
+
+
+def run_class_names(data) -> tuple[str, ...]:
+    """The classes a run trains and scores, in train-id order, from its data config
+    (:class:`~sci2i.config.schema.DataConfig`): a dataset file's class list, else Cityscapes'
+    19 (GTA5 / SYNTHIA → Cityscapes). Source and target must list the same classes; a
+    difference is an error naming both lists. ``len(...)`` is the run's class count: the
+    segmenter's outputs, the discriminator's AC head and the confusion matrix."""
+    (src, src_name), (trg, trg_name) = (_classes_of(data.source_root, "source_root"),
+                                        _classes_of(data.target_root, "target_root"))
+    check_class_names(src, src_name, trg, trg_name)
+    return src
+
+
+def run_class_set(data) -> str:
+    """The classes a run is scored on: ``data.class_set`` (``cityscapes19``, or ``synthia16``
+    and its 13-class subset) for Cityscapes' classes; :data:`ALL_CLASSES` for a dataset with
+    classes of its own, whose every class counts."""
+    from sci2i.labels import CLASS_NAMES
+
+    if run_class_names(data) == CLASS_NAMES:
+        return data.class_set
+    if data.class_set != "cityscapes19":
+        raise DataError(f"data.class_set={data.class_set} is a subset of Cityscapes' classes, but the run's "
+                        f"dataset files list classes of their own (all of them are scored); leave "
+                        f"data.class_set at its default")
+    return ALL_CLASSES
 
 
 def source_images(path: str | Path) -> Path:

@@ -90,10 +90,10 @@ def pseudo_label_path(label_dir: str | Path, name: str) -> Path:
     return Path(label_dir) / Path(name).parent / f"{image_stem(name)}.png"
 
 
-def sanitize_train_ids(train_ids: np.ndarray) -> np.ndarray:
-    """trainId map with every value outside 0..18 set to 255 (ignore)."""
+def sanitize_train_ids(train_ids: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """trainId map with every value outside 0..num_classes-1 (Cityscapes: 0..18) set to 255 (ignore)."""
     out = np.asarray(train_ids).astype(np.uint8, copy=True)
-    out[np.asarray(train_ids) >= NUM_CLASSES] = IGNORE_INDEX
+    out[np.asarray(train_ids) >= num_classes] = IGNORE_INDEX
     return out
 
 
@@ -107,9 +107,9 @@ def read_synthia_label(path: Path) -> np.ndarray:
     return synthia_ids_to_train_ids(read_synthia_ids(path))
 
 
-def read_train_id_label(path: Path) -> np.ndarray:
-    """trainId PNG (pseudo labels) -> trainIds, values outside 0..18 -> 255."""
-    return sanitize_train_ids(read_label_ids(path))
+def read_train_id_label(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """trainId PNG (pseudo labels) -> trainIds, values outside 0..num_classes-1 -> 255."""
+    return sanitize_train_ids(read_label_ids(path), num_classes)
 
 
 def to_tensors(image: np.ndarray, label: Optional[np.ndarray]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from sci2i.data.io import list_images, read_label_ids
 from sci2i.errors import DataError
 from sci2i.eval.export import LABEL_IDS_DIR, save_prediction
 from sci2i.eval.metrics import ConfusionMatrix, class_set_ids, format_iou_table
-from sci2i.labels import NUM_CLASSES, SYNTHIA16_TRAIN_IDS, label_ids_to_train_ids
+from sci2i.labels import ALL_CLASSES, CLASS_NAMES, NUM_CLASSES, SYNTHIA16_TRAIN_IDS, label_ids_to_train_ids
 
 log = logging.getLogger("sci2i")
 
@@ -57,21 +57,23 @@ def _results(cm: ConfusionMatrix, num_images: int, class_set: str) -> dict:
     }
 
 
-def logits_to_train_ids(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def logits_to_train_ids(logits: torch.Tensor, size: tuple[int, int],
+                        num_classes: int = NUM_CLASSES) -> torch.Tensor:
     """Upsample N×C×h×w logits bilinearly to ``size`` (H, W) and take the argmax as trainIds.
 
-    C = 19 gives trainIds directly; C = 16 (a SYNTHIA model) maps channel k to the k-th of
-    the 16 SYNTHIA trainIds (0-8, 10-13, 15, 17, 18).
+    C = ``num_classes`` gives train ids directly; with Cityscapes' 19 classes, C = 16 (a
+    SYNTHIA model) maps channel k to the k-th of the 16 SYNTHIA trainIds (0-8, 10-13, 15, 17, 18).
     """
     if logits.ndim != 4:
         raise ValueError(f"logits must be N×C×h×w, got shape {tuple(logits.shape)}")
     if tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
     pred = logits.argmax(dim=1)
-    if logits.shape[1] == len(SYNTHIA16_TRAIN_IDS):
+    if num_classes == NUM_CLASSES and logits.shape[1] == len(SYNTHIA16_TRAIN_IDS):
         pred = torch.as_tensor(SYNTHIA16_TRAIN_IDS, device=pred.device)[pred]
-    elif logits.shape[1] != NUM_CLASSES:
-        raise ValueError(f"logits must have {NUM_CLASSES} (or 16) channels, got {logits.shape[1]}")
+    elif logits.shape[1] != num_classes:
+        also = " (or 16)" if num_classes == NUM_CLASSES else ""
+        raise ValueError(f"logits must have {num_classes}{also} channels, one per class, got {logits.shape[1]}")
     return pred
 
 
@@ -84,17 +86,23 @@ def evaluate_segmenter(
     progress: bool = True,
     class_set: str = "cityscapes19",
     num_workers: int = 0,
+    class_names: Optional[Sequence[str]] = None,
 ) -> dict:
     """Score ``predict_fn`` on a labelled dataset (e.g. Cityscapes val with EvalTransform).
 
     ``predict_fn(images)`` takes a float tensor N×3×h×w, RGB in [0, 1], on ``device`` and returns
-    logits N×19×h'×w' (any h', w': they are upsampled to the label size). Images are fed one at
-    a time because labels may differ in size. With ``export_dir`` every prediction is written
-    by :func:`sci2i.eval.export.save_prediction`. Returns the results dict of this module.
+    logits N×C×h'×w' (any h', w': they are upsampled to the label size), C = the number of
+    ``class_names`` (default: the dataset's ``class_names``, else Cityscapes' 19). Images are fed
+    one at a time because labels may differ in size. With ``export_dir`` every prediction is
+    written by :func:`sci2i.eval.export.save_prediction`. Returns the results dict of this module.
     """
-    class_set_ids(class_set)  # validate early
+    names = tuple(class_names or getattr(dataset, "class_names", None) or CLASS_NAMES)
+    class_set_ids(class_set, len(names))  # validate early
+    if class_set != ALL_CLASSES and names != CLASS_NAMES:
+        raise ValueError(f"class_set {class_set!r} is a subset of Cityscapes' classes; a dataset with classes "
+                         f"of its own ({', '.join(names)}) is scored with class_set={ALL_CLASSES!r}")
     device = torch.device(device)
-    cm = ConfusionMatrix(NUM_CLASSES, device=device)
+    cm = ConfusionMatrix(len(names), device=device, class_names=names)
     from sci2i.data.build import worker_count, worker_init  # (workers leave SIGINT/SIGTERM to this process)
 
     workers = worker_count(num_workers)
@@ -107,7 +115,7 @@ def evaluate_segmenter(
         images = item["image"].to(device, non_blocking=True)
         labels = item["label"].to(device, non_blocking=True)
         logits = predict_fn(images)
-        pred = logits_to_train_ids(logits, tuple(labels.shape[-2:]))
+        pred = logits_to_train_ids(logits, tuple(labels.shape[-2:]), len(names))
         cm.update(pred, labels)
         if export_dir is not None:
             save_prediction(pred[0].to("cpu", torch.uint8).numpy(), export_dir, item["name"][0])

@@ -10,7 +10,9 @@ whole split (not averaged per image), as the official Cityscapes evaluator does:
 
 mIoU19: all 19 Cityscapes classes (GTA5 → Cityscapes, Table 1). mIoU16: the 16 classes SYNTHIA
 shares with Cityscapes, trainIds 0-8, 10-13, 15, 17, 18; mIoU13: mIoU16 without wall, fence,
-pole (SYNTHIA → Cityscapes, Table 2). All scores are percentages.
+pole (SYNTHIA → Cityscapes, Table 2). These subsets exist for Cityscapes' classes only; a
+dataset with classes of its own (a dataset file, :mod:`sci2i.data.custom`) is scored on all of
+them: class set ``"all"``, headline ``mIoU``. All scores are percentages.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from sci2i.labels import (
-    CLASS_NAMES, CLASS_SETS, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13_TRAIN_IDS, SYNTHIA16_TRAIN_IDS,
+    ALL_CLASSES, CLASS_NAMES, CLASS_SETS, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13_TRAIN_IDS, SYNTHIA16_TRAIN_IDS,
 )
 
 #: Column headers in the paper's table order (trainId order), abbreviated as in UDA papers.
@@ -40,8 +42,14 @@ class ConfusionMatrix:
     arrays); the matrix lives on ``device`` (default: that of the first update).
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, device: Optional[torch.device | str] = None) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, device: Optional[torch.device | str] = None,
+                 class_names: Optional[Sequence[str]] = None) -> None:
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = num_classes
+        #: row names; Cityscapes' (and so mIoU19/16/13) for 19 classes without names of their own
+        self.class_names = tuple(class_names) if class_names is not None else (
+            CLASS_NAMES if num_classes == NUM_CLASSES else tuple(f"class{i}" for i in range(num_classes)))
         self.device = torch.device(device) if device is not None else None
         self.mat: Optional[torch.Tensor] = None
         self.reset()
@@ -83,21 +91,23 @@ class ConfusionMatrix:
         return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
 
     def summary(self) -> dict:
-        """``{"per_class": {name: IoU %}, "mIoU19", "mIoU16", "mIoU13", "pixel_accuracy", "num_pixels"}``."""
+        """``{"per_class": {name: IoU %}, "mIoU19", "mIoU16", "mIoU13", "pixel_accuracy", "num_pixels"}``
+        for Cityscapes' classes; ``"mIoU"`` (every class) instead of the three for any others."""
         iou = self.iou()
-        names = CLASS_NAMES if self.num_classes == NUM_CLASSES else tuple(f"class{i}" for i in range(self.num_classes))
-        per_class = {n: float(v) * 100.0 for n, v in zip(names, iou.tolist())}
+        per_class = {n: float(v) * 100.0 for n, v in zip(self.class_names, iou.tolist())}
         mat = self._matrix()
         total = int(mat.sum())
-        out = {
+        if self.class_names == CLASS_NAMES:
+            means = {"mIoU19": _nanmean(iou, range(self.num_classes)),
+                     "mIoU16": _nanmean(iou, SYNTHIA16_TRAIN_IDS), "mIoU13": _nanmean(iou, SYNTHIA13_TRAIN_IDS)}
+        else:
+            means = {"mIoU": _nanmean(iou, range(self.num_classes))}
+        return {
             "per_class": per_class,
-            "mIoU19": _nanmean(iou, range(self.num_classes)),
-            "mIoU16": _nanmean(iou, SYNTHIA16_TRAIN_IDS) if self.num_classes == NUM_CLASSES else math.nan,
-            "mIoU13": _nanmean(iou, SYNTHIA13_TRAIN_IDS) if self.num_classes == NUM_CLASSES else math.nan,
+            **means,
             "pixel_accuracy": float(mat.diagonal().sum()) / total * 100.0 if total else math.nan,
             "num_pixels": total,
         }
-        return out
 
 
 def _nanmean(iou: torch.Tensor, ids: Sequence[int]) -> float:
@@ -106,19 +116,23 @@ def _nanmean(iou: torch.Tensor, ids: Sequence[int]) -> float:
     return float(vals.mean()) * 100.0 if vals.numel() else math.nan
 
 
-def class_set_ids(class_set: str) -> tuple[int, ...]:
-    """trainIds of the columns of a class set: 19 (GTA5) or the 16 SYNTHIA classes."""
+def class_set_ids(class_set: str, num_classes: int = NUM_CLASSES) -> tuple[int, ...]:
+    """Train ids of the columns of a class set: Cityscapes' 19 (GTA5) or the 16 SYNTHIA
+    classes; ``"all"``: every one of a dataset's ``num_classes``."""
     if class_set == "cityscapes19":
         return tuple(range(NUM_CLASSES))
     if class_set == "synthia16":
         return SYNTHIA16_TRAIN_IDS
-    raise ValueError(f"class_set must be one of {', '.join(CLASS_SETS)}; got {class_set!r}")
+    if class_set == ALL_CLASSES:
+        return tuple(range(num_classes))
+    raise ValueError(f"class_set must be one of {', '.join(CLASS_SETS + (ALL_CLASSES,))}; got {class_set!r}")
 
 
 def headline_metrics(class_set: str) -> tuple[str, ...]:
-    """Summary keys reported for a class set: mIoU19, or mIoU16 and mIoU13 (paper Table 2)."""
+    """Summary keys reported for a class set: mIoU19, or mIoU16 and mIoU13 (paper Table 2);
+    mIoU for a dataset with classes of its own."""
     class_set_ids(class_set)
-    return ("mIoU19",) if class_set == "cityscapes19" else ("mIoU16", "mIoU13")
+    return {"cityscapes19": ("mIoU19",), ALL_CLASSES: ("mIoU",)}.get(class_set, ("mIoU16", "mIoU13"))
 
 
 def _fmt(v: float) -> str:
@@ -129,16 +143,21 @@ def format_iou_rows(summaries: Mapping[str, dict], class_set: str = "cityscapes1
     """Markdown table, one row per ``{method name: summary}``, in the paper's column layout.
 
     ``cityscapes19``: the 19 classes then mIoU19 (Table 1). ``synthia16``: the 16 classes, the
-    three excluded from mIoU13 marked ``*``, then mIoU16 and mIoU13 (Table 2).
+    three excluded from mIoU13 marked ``*``, then mIoU16 and mIoU13 (Table 2). ``all``: the
+    classes of the (first) summary, then mIoU.
     """
-    ids = class_set_ids(class_set)
     metrics = headline_metrics(class_set)
-    starred = set(SYNTHIA16_TRAIN_IDS) - set(SYNTHIA13_TRAIN_IDS) if class_set == "synthia16" else set()
-    header = ["method"] + [SHORT_NAMES[i] + ("*" if i in starred else "") for i in ids] + list(metrics)
+    if class_set == ALL_CLASSES:  # (column header, per_class key)
+        names = list(next(iter(summaries.values()))["per_class"]) if summaries else []
+        columns = [(n, n) for n in names]
+    else:
+        starred = set(SYNTHIA16_TRAIN_IDS) - set(SYNTHIA13_TRAIN_IDS) if class_set == "synthia16" else set()
+        columns = [(SHORT_NAMES[i] + ("*" if i in starred else ""), CLASS_NAMES[i]) for i in class_set_ids(class_set)]
+    header = ["method"] + [h for h, _ in columns] + list(metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] + [" ---: "] * (len(header) - 1)) + "|"]
     for name, s in summaries.items():
         per_class = s["per_class"]
-        cells = [name] + [_fmt(per_class.get(CLASS_NAMES[i], math.nan)) for i in ids]
+        cells = [name] + [_fmt(per_class.get(key, math.nan)) for _, key in columns]
         cells += [_fmt(s.get(m, math.nan)) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -151,5 +170,5 @@ def format_iou_table(summary: dict, class_set: str = "cityscapes19", name: str =
 
 __all__ = [
     "ConfusionMatrix", "format_iou_table", "format_iou_rows", "class_set_ids", "headline_metrics",
-    "SHORT_NAMES", "CLASS_SETS", "IGNORE_INDEX",
+    "SHORT_NAMES", "CLASS_SETS", "IGNORE_INDEX", "ALL_CLASSES",
 ]

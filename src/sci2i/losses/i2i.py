@@ -25,7 +25,8 @@ Normalisation ("/HW"): every term is a mean over pixels (and the images of the b
 segmentation terms are means over *labelled* pixels (255 is ignored), the convention of
 :mod:`sci2i.losses.segmentation`; the GAN and identity terms are means over all pixels.
 
-Class sets: D has 19 output channels always. With SYNTHIA (``data.class_set=synthia16``)
+Class sets: D has one output channel per class of the run's data (Cityscapes' 19 for GTA5 /
+SYNTHIA; a dataset file's own list otherwise). With SYNTHIA (``data.class_set=synthia16``)
 the trainer first maps labels outside its 16 classes to 255 (:func:`restrict_labels`), so
 the class-wise terms and the AC head's loss only see those 16 classes, and ``|C| = 16`` in
 the ``λ_cgan/|C|`` factor of Eq. 6 — the number of classes that can receive class-wise
@@ -40,7 +41,7 @@ from typing import Sequence
 
 import torch
 
-from sci2i.labels import IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS
+from sci2i.labels import ALL_CLASSES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS
 from sci2i.losses.gan import (
     discriminator_classwise_gan,
     discriminator_domain_gan,
@@ -55,18 +56,21 @@ from sci2i.models.discriminator import DiscriminatorOutput
 Losses = dict[str, torch.Tensor]
 
 
-def class_set_ids(class_set: str) -> tuple[int, ...]:
-    """trainIds of ``data.class_set``: all 19 (``cityscapes19``) or SYNTHIA's 16."""
+def class_set_ids(class_set: str, num_classes: int = NUM_CLASSES) -> tuple[int, ...]:
+    """Train ids of a run's class set (:func:`sci2i.data.custom.run_class_set`): all 19
+    (``cityscapes19``), SYNTHIA's 16, or every one of a dataset's ``num_classes`` (``all``)."""
     if class_set == "cityscapes19":
         return tuple(range(NUM_CLASSES))
     if class_set == "synthia16":
         return SYNTHIA16_TRAIN_IDS
+    if class_set == ALL_CLASSES:
+        return tuple(range(num_classes))
     raise ValueError(f"unknown class set {class_set!r}")
 
 
 def restrict_labels(labels: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
     """Labels with every class outside ``class_ids`` set to 255 (ignore)."""
-    if len(class_ids) == NUM_CLASSES:
+    if tuple(class_ids) == tuple(range(len(class_ids))):  # every class of the data: nothing to drop
         return labels
     keep = torch.zeros(256, dtype=torch.bool, device=labels.device)
     keep[list(class_ids)] = True

@@ -47,7 +47,7 @@ domains). ``freeze_bn=False`` uses batch statistics of the whole concatenated ba
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,7 @@ from torch import nn
 
 from sci2i.config.schema import SEG_HEADS
 from sci2i.errors import UserError
+from sci2i.labels import CLASS_NAMES
 from sci2i.models.backbones import build_backbone
 from sci2i.models.resnet import load_pretrained_classifier
 
@@ -133,11 +134,17 @@ class DeepLabV2(nn.Module):
         output_stride: int = 8,
         head: str = "aspp",
         backbone_variant: str = "",
+        class_names: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} outputs")
         self.backbone_name = backbone_name
         self.head_name = head
         self.num_classes = num_classes
+        #: output channel k is class ``class_names[k]`` (recorded in the checkpoint's metadata)
+        self.class_names: tuple[str, ...] = tuple(class_names) if class_names is not None else (
+            CLASS_NAMES if num_classes == len(CLASS_NAMES) else tuple(f"class{i}" for i in range(num_classes)))
         self.freeze_bn = freeze_bn
         self.backbone = build_backbone(backbone_name, weights, output_stride, backbone_variant)
         self.fc, head_channels = build_head_features(head, self.backbone.out_channels)
@@ -193,10 +200,11 @@ class DeepLabV2(nn.Module):
         self.train(self.training)
 
 
-def build_deeplab(model_cfg, num_classes: int = 19) -> DeepLabV2:
-    """DeepLab-v2 from a :class:`sci2i.config.schema.SegModelConfig`."""
+def build_deeplab(model_cfg, class_names: Sequence[str] = CLASS_NAMES) -> DeepLabV2:
+    """DeepLab-v2 from a :class:`sci2i.config.schema.SegModelConfig` with one output per class
+    of ``class_names`` (a run's: :func:`sci2i.data.custom.run_class_names`)."""
     return DeepLabV2(
-        model_cfg.backbone, model_cfg.weights, num_classes=num_classes,
+        model_cfg.backbone, model_cfg.weights, num_classes=len(class_names),
         aspp_rates=tuple(model_cfg.aspp_rates), freeze_bn=model_cfg.freeze_bn,
-        output_stride=model_cfg.output_stride, head=model_cfg.head,
+        output_stride=model_cfg.output_stride, head=model_cfg.head, class_names=class_names,
     )

@@ -8,8 +8,9 @@ at image resolution:
   class (Eqs. 4-5).
 * **AC head** ``D_ac`` (auxiliary classifier): |C| segmentation logits (Eq. 1).
 
-|C| = 19 output channels always (trainIds); with SYNTHIA the three classes it lacks simply
-never receive a positive label (see :mod:`sci2i.losses.i2i`).
+|C| = the run's classes (``num_classes``: Cityscapes' 19 trainIds for GTA5 / SYNTHIA, a
+dataset file's own list otherwise; :func:`sci2i.data.custom.run_class_names`); with SYNTHIA
+the three classes it lacks simply never receive a positive label (see :mod:`sci2i.losses.i2i`).
 
 Layout (``ch`` = ``cfg.discriminator.channels``)::
 
@@ -154,5 +155,5 @@ class Discriminator(nn.Module):
             p.requires_grad_(flag)
 
 
-def build_discriminator(cfg: DiscriminatorConfig, num_classes: int = NUM_CLASSES) -> Discriminator:
+def build_discriminator(cfg: DiscriminatorConfig, num_classes: int) -> Discriminator:
     return Discriminator(cfg, num_classes=num_classes)

@@ -144,7 +144,7 @@ def prediction_figure(cfg: Config, models: dict[str, str], out_png: Path, n: int
         x = torch.from_numpy(resize_image(image, h, w)).permute(2, 0, 1)[None].float().div(255).to(device)
         cells = [image, colorize(label)]
         for model in loaded.values():
-            lut = torch.as_tensor(ClassPalette.for_model(model.num_classes).train_ids, device=device)
+            lut = torch.as_tensor(ClassPalette.for_model(model.num_classes, model.class_names).train_ids, device=device)
             pred = lut[upsample_argmax(class_logits(model, x)[0], label.shape)]
             cells.append(colorize(pred.to("cpu", torch.uint8).numpy()))
         size = size or label.shape  # every cell gets the size of the first image's label
@@ -186,7 +186,7 @@ def _tensorboard(out: Path, evals: dict[str, dict], grid) -> None:
             for cls, iou in (ev.get("per_class") or {}).items():
                 if isinstance(iou, (int, float)) and not math.isnan(iou):
                     writer.add_scalar(f"report/{tag}/IoU/{cls}", iou, 0)
-            for key in ("mIoU19", "mIoU16", "mIoU13"):
+            for key in ("mIoU19", "mIoU16", "mIoU13", "mIoU"):  # mIoU: a dataset file's own classes
                 if isinstance(ev.get(key), (int, float)) and not math.isnan(ev[key]):
                     writer.add_scalar(f"report/{tag}/{key}", ev[key], 0)
         if grid is not None:
@@ -195,10 +195,21 @@ def _tensorboard(out: Path, evals: dict[str, dict], grid) -> None:
         writer.close()
 
 
+#: How the report names each segmentation phase.
+SEG_PHASE_NAMES = {"warmup": "warm-up", "warmup_source_only": "source-only warm-up", "final": "phase (c)"}
+
+
+def describe_seg_steps(seg_steps: Optional[dict]) -> str:
+    """``"600 (warm-up) + 600 (phase (c)) = 1,200"`` from a summary's ``seg_steps``; "" if absent."""
+    phases = (seg_steps or {}).get("phases") or {}
+    if not phases:
+        return ""
+    parts = " + ".join(f"{n:,} ({SEG_PHASE_NAMES.get(k, k)})" for k, n in phases.items())
+    return parts if len(phases) == 1 else f"{parts} = {seg_steps['total']:,}"
+
+
 def _steps_and_kid_lines(summary: dict) -> list[str]:
     """The final model's segmentation steps, and the KID of x_s and G(x_s) against x_t."""
-    from sci2i.pipeline.runner import describe_seg_steps
-
     lines = []
     steps = describe_seg_steps(summary.get("seg_steps"))
     if steps:
@@ -217,7 +228,9 @@ def _steps_and_kid_lines(summary: dict) -> list[str]:
 
 def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict] = None) -> Path:
     """Write ``out/report.md`` (and its figures) from the pipeline summary."""
-    class_set = cfg.data.class_set
+    from sci2i.data.custom import run_class_set
+
+    class_set = run_class_set(cfg.data)  # "all" for a dataset file with classes of its own
     metrics = headline_metrics(class_set)
     phases = summary["phases"]
     labels = {"warmup": "warm-up M0 (phase a)",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sci2i.config import Config, ConfigError
 from sci2i.data.build import build_source_dataset, build_target_dataset
-from sci2i.data.custom import is_dataset_file, source_images
+from sci2i.data.custom import is_dataset_file, run_class_set, source_images
 from sci2i.data.io import verify_image_file
 from sci2i.errors import UserError
 from sci2i.models.backbones import build_backbone, build_trunk
@@ -76,6 +76,7 @@ def toycity_root(cfg: Config) -> Path:
 def check_data(cfg: Config) -> None:
     """Open every dataset and weights file the pipeline will read, so that a wrong root, a bad
     validation image or a bad weights file fails before the first phase, not hours into the run."""
+    run_class_set(cfg.data)  # source and target list the same classes (dataset files)
     build_source_dataset(cfg.data, train=False)
     build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)
     verify_files(build_target_dataset(cfg.data, cfg.data.target_val_split, with_labels=True, train=False))
@@ -105,7 +106,7 @@ def check_weights(cfg: Config) -> None:
 def _eval_summary(results: dict | None) -> dict | None:
     if not results:
         return None
-    keep = ("per_class", "mIoU19", "mIoU16", "mIoU13", "pixel_accuracy", "num_images", "class_set")
+    keep = ("per_class", "mIoU19", "mIoU16", "mIoU13", "mIoU", "pixel_accuracy", "num_images", "class_set")
     return {k: results[k] for k in keep if k in results}
 
 

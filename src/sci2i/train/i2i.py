@@ -47,6 +47,7 @@ from PIL import Image
 from sci2i.config import Config
 from sci2i.config.schema import I2IConfig
 from sci2i.data.build import build_source_dataset, build_target_dataset
+from sci2i.data.custom import run_class_names, run_class_set
 from sci2i.data.robust import BadFileLedger, readable
 from sci2i.errors import UserError
 from sci2i.eval.kid import kid_monitor
@@ -123,7 +124,7 @@ class I2ITrainer(Trainer):
         super().__init__(cfg, run, device, progress, steps=cfg.i2i.steps, log_every=cfg.i2i.log_every,
                          eval_every=cfg.i2i.sample_every)
         G = Generator(cfg.generator).to(self.device)
-        self.D = Discriminator(cfg.discriminator).to(self.device)
+        self.D = Discriminator(cfg.discriminator, num_classes=len(run_class_names(cfg.data))).to(self.device)
         # Ranks are seeded differently (different z and noise): start from rank 0's weights.
         dist_utils.broadcast_module(G)
         dist_utils.broadcast_module(self.D)
@@ -140,7 +141,7 @@ class I2ITrainer(Trainer):
         self.guard_G = NonFiniteGuard(cfg.run.max_nonfinite_steps, "I2I generator")
         self.guard_D = NonFiniteGuard(cfg.run.max_nonfinite_steps, "I2I discriminator")
         self.guards = {"G": self.guard_G, "D": self.guard_D}
-        self.class_ids = class_set_ids(cfg.data.class_set)
+        self.class_ids = class_set_ids(run_class_set(cfg.data), self.D.num_classes)
         self.num_classes = len(self.class_ids)  # |C| of Eq. 6
         self.samples: Optional[torch.Tensor] = None  # fixed source images of the samples (rank 0)
         self.kid = None  # KID of EMA-G's translations at every sample (rank 0)

@@ -64,6 +64,10 @@ from typing import Optional, Sequence
 import torch
 
 from sci2i.config import Config, ConfigError, to_yaml
+from sci2i.data.custom import run_class_names, run_class_set
+from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
+from sci2i.eval.evaluator import evaluate_segmenter, results_to_json
+from sci2i.eval.metrics import headline_metrics
 from sci2i.losses.consistency import (
     class_balanced_consistency_loss,
     confident_pixels,
@@ -226,7 +230,7 @@ class MeanTeacherTrainer(Trainer):
         super().__init__(cfg, run, device, progress, steps=cfg.seg.steps, log_every=cfg.seg.log_every,
                          eval_every=cfg.seg.eval_every)
         device, perf = self.device, cfg.perf
-        self.student: DeepLabV2 = build_deeplab(cfg.model)
+        self.student: DeepLabV2 = build_deeplab(cfg.model, run_class_names(cfg.data))
         init = init_weights or cfg.model.init_checkpoint
         if init:
             load_state_dict_strict(self.student, load_segmenter(init).state_dict(), str(init))
@@ -255,15 +259,11 @@ class MeanTeacherTrainer(Trainer):
 
     # -- data ------------------------------------------------------------------------
     def _build_val_set(self):
-        from sci2i.data.build import build_target_dataset
-
         return build_target_dataset(self.cfg.data, self.cfg.data.target_val_split,
                                     with_labels=True, train=False)
 
     def _datasets(self) -> dict:
         """The training datasets whose weight is non-zero (others are never opened)."""
-        from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
-
         cfg, s = self.cfg, self.cfg.seg
         out = {}
         if s.lambda_src > 0:
@@ -387,14 +387,11 @@ class MeanTeacherTrainer(Trainer):
     # -- evaluation & logging --------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict:
         """Teacher F_T on the target val split; JSON + table into ``<run>/eval/``."""
-        from sci2i.eval.evaluator import evaluate_segmenter, results_to_json
-        from sci2i.eval.metrics import headline_metrics
-
         results: dict = {}
         if is_main_process():
             results = evaluate_segmenter(
                 lambda x: predict_logits(self.teacher_fwd, x, self.amp.dtype), self.val_set,
-                self.device, progress=self.progress, class_set=self.cfg.data.class_set,
+                self.device, progress=self.progress, class_set=run_class_set(self.cfg.data),
                 num_workers=min(self.cfg.data.num_workers, 4),
             )
             results["step"] = self.step
@@ -403,7 +400,7 @@ class MeanTeacherTrainer(Trainer):
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{tag}.json").write_text(json.dumps(results_to_json(results), indent=2) + "\n")
             (out / f"{tag}.md").write_text(results["table"] + "\n")
-            heads = {f"Eval/{k}": results[k] for k in headline_metrics(self.cfg.data.class_set)}
+            heads = {f"Eval/{k}": results[k] for k in headline_metrics(results["class_set"])}
             self.run.log_metrics(PHASE, self.step, heads)
             log.info("step %d teacher on %s: %s", self.step, self.cfg.data.target_val_split,
                      ", ".join(f"{k[5:]} {v:.2f}" for k, v in heads.items()))
