@@ -12,7 +12,7 @@ import torch
 
 from fixtures import write_cityscapes, write_gta5
 from sci2i.config import load_config
-from sci2i.train.progress import TrainingLog, format_duration
+from sci2i.utils.progress import TrainingLog, format_duration
 from sci2i.utils.rundir import RunDir, setup_logging
 
 LINE = re.compile(r"^(?P<phase>[\w-]+) step (?P<step>\d+)/(?P<total>\d+) \(\d+%\) \| .* \| "

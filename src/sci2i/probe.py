@@ -27,7 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from sci2i.config import Config
+from sci2i.data.build import build_target_dataset, infinite_loader
+from sci2i.eval.evaluator import evaluate_segmenter
 from sci2i.labels import IGNORE_INDEX
+from sci2i.segmenter import load_segmenter, predict_logits, save_segmenter
+from sci2i.train.loop import clip_grad_norm, make_optimizer
+from sci2i.utils.progress import TrainingLog
+from sci2i.utils.runtime import amp_dtype, resolve_device, seed_everything
 
 log = logging.getLogger("sci2i")
 
@@ -59,13 +65,6 @@ def linear_probe(weights: str | Path, cfg: Config, out_dir: str | Path, progress
     Returns the evaluation summary on target val (``mIoU19`` etc.) and writes
     ``out_dir/probe.json`` and ``out_dir/probe_classifier.safetensors``.
     """
-    from sci2i.data.build import build_target_dataset, infinite_loader
-    from sci2i.eval.evaluator import evaluate_segmenter
-    from sci2i.segmenter import load_segmenter, predict_logits, save_segmenter
-    from sci2i.train.loop import clip_grad_norm, make_optimizer
-    from sci2i.train.progress import TrainingLog
-    from sci2i.utils.runtime import amp_dtype, resolve_device, seed_everything
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.perf.device)
@@ -117,7 +116,8 @@ def probe_run(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
 
     The cached result is reused only if it probed the same weights (phase folders are named by
     a content fingerprint, so the path identifies them) with the same probe settings; a row
-    directory whose run now ends in another model is probed again.
+    directory whose run now ends in another model is probed again. ``cfg`` has its dataset
+    roots (the caller resolves toy-city: :func:`sci2i.pipeline.steps.ensure_toycity`).
     """
     out = Path(run_dir) / "probe"
     summary = json.loads((Path(run_dir) / "summary.json").read_text())
@@ -128,9 +128,7 @@ def probe_run(cfg: Config, run_dir: Path, progress: bool = True) -> dict:
         if previous.get("weights") == str(weights) and previous.get("probe") == dataclasses.asdict(cfg.probe):
             return previous
         log.info("probe in %s is of other weights or settings; probing %s again", out, weights)
-    from sci2i.pipeline.steps import ensure_toycity
-
-    return linear_probe(weights, ensure_toycity(cfg), out, progress)
+    return linear_probe(weights, cfg, out, progress)
 
 
 def probe_table(results: dict[str, dict], metric: str = "mIoU19") -> str:

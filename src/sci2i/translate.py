@@ -42,7 +42,7 @@ from sci2i.data.robust import BadFileLedger
 from sci2i.data.transforms import resize_image, scaled_size
 from sci2i.errors import DataError, UserError
 from sci2i.models.generator import Generator
-from sci2i.train.progress import on_terminal
+from sci2i.utils.progress import on_terminal
 from sci2i.utils.checkpoint import load_state_dict_strict, load_weights
 
 log = logging.getLogger("sci2i")

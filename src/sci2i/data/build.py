@@ -20,7 +20,6 @@ import logging
 from pathlib import Path
 from typing import Iterator, Optional
 
-import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -41,12 +40,13 @@ from sci2i.data.datasets import (
     SynthiaDataset,
     image_stem,
 )
+from sci2i.data.cache import with_resize_cache
 from sci2i.data.custom import SOURCE_SPLIT, dataset_from_file, is_dataset_file
 from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
 from sci2i.data.transforms import EvalTransform, TrainTransform
+from sci2i.data.workers import worker_count, worker_init  # noqa: F401 (used here, and imported from here)
 from sci2i.errors import DataError
 from sci2i.utils.log_once import log_once
-from sci2i.utils.runtime import loader_workers
 
 log = logging.getLogger("sci2i")
 
@@ -69,8 +69,6 @@ def _wrap(dataset: Dataset, data_cfg: DataConfig, train: bool) -> Dataset:
     if not train:
         return dataset
     if data_cfg.cache_dir:  # one-time cache of images resized to long_side (sci2i.data.cache)
-        from sci2i.data.cache import with_resize_cache
-
         dataset = with_resize_cache(dataset, data_cfg.cache_dir, data_cfg.long_side)
     return SkipBadSamples(dataset, data_cfg.max_bad_files)
 
@@ -228,29 +226,6 @@ class SeededSampler(Sampler):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         seeds = rng.integers(0, 2**63 - 1, size=len(indices))
         return iter(zip(indices, (int(s) for s in seeds)))
-
-
-def worker_count(requested: int) -> int:
-    """DataLoader workers for ``data.num_workers`` = ``requested``, capped by the cores
-    (:func:`sci2i.utils.runtime.loader_workers`).
-
-    With workers, OpenCV is pinned to one thread here, in the main process, before they are
-    forked: the workers already use the cores, and they inherit the setting. (Setting it in the
-    forked worker instead hangs it whenever the main process had used OpenCV's thread pool, e.g.
-    for an evaluation: the pool's threads do not survive the fork.)
-    """
-    n = loader_workers(requested)
-    if n > 0:
-        cv2.setNumThreads(1)
-    return n
-
-
-def worker_init(worker_id: int) -> None:
-    """SIGINT and SIGTERM are left to the main process, which stops gracefully: a stop sent to
-    the whole process group (Slurm, ``kill -- -PGID``, Ctrl-C) must not kill the workers first."""
-    from sci2i.train.loop import ignore_stop_signals
-
-    ignore_stop_signals()
 
 
 def _collate_reporting(items: list[dict]) -> tuple[dict, list[str]]:

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from sci2i.data.datasets import ConcatSegDataset, SegmentationDataset, to_tensors
 from sci2i.data.transforms import resize_image, resize_label, scaled_size
 from sci2i.data.wrapper import DatasetWrapper
+from sci2i.data.workers import worker_count, worker_init
 from sci2i.errors import DataError
 
 _FORMAT = "v1"  # bump when the stored representation changes
@@ -161,15 +162,11 @@ def fill_cache(dataset: Dataset, num_workers: int = 0) -> int:
 
     Optional: the cache also fills itself during the first epoch. Bad files raise DataError.
     """
-    from torch.utils.data import DataLoader
-
     parts = dataset.datasets if isinstance(dataset, ConcatSegDataset) else [dataset]
     n = 0
     for part in parts:
         if not isinstance(part, CachedResizeDataset):
             continue
-        from sci2i.data.build import worker_count, worker_init  # (workers leave SIGINT/SIGTERM to this process)
-
         workers = worker_count(num_workers)
         loader = DataLoader(_Filler(part), batch_size=None, num_workers=workers, collate_fn=_identity,
                             worker_init_fn=worker_init if workers > 0 else None)

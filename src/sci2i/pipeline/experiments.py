@@ -29,6 +29,10 @@ from typing import Any
 import yaml
 
 from sci2i.config import ConfigError, load_config
+from sci2i.pipeline.report import describe_seg_steps
+from sci2i.pipeline.runner import run_pipeline
+from sci2i.pipeline.steps import ensure_toycity
+from sci2i.probe import MIN_GAP_POINTS, format_gap, gap_closed, probe_run
 
 log = logging.getLogger("sci2i")
 
@@ -77,7 +81,6 @@ def table_folder(cfg, table: str) -> Path:
 def run_experiment(table: str, preset: str | None, overrides: list[str],
                    seeds: list[int] | None = None, progress: bool = True) -> Path:
     """Every row of ``table`` (once per seed of ``seeds``, if given); writes ``table.md``."""
-    from sci2i.pipeline.runner import run_pipeline
 
     base = load_config(preset, overrides)
     run_out = Path(base.run.out_dir)
@@ -92,9 +95,7 @@ def run_experiment(table: str, preset: str | None, overrides: list[str],
             summary = run_pipeline(cfg, cache_dir=cache, progress=progress)
             run = {"seed": cfg.run.seed, "summary": summary, "out_dir": cfg.run.out_dir}
             if spec.get("probe"):
-                from sci2i.probe import probe_run
-
-                run["probe"] = probe_run(cfg, Path(cfg.run.out_dir))
+                run["probe"] = probe_run(ensure_toycity(cfg), Path(cfg.run.out_dir))
             if len(results) <= i:
                 results.append({"row": row, "runs": []})
             results[i]["runs"].append(run)
@@ -139,8 +140,6 @@ def comparison_lines(spec: dict, results: list[dict], own) -> list[str]:
                      f"{', '.join(f'{d:+.2f}' for d in diffs)} | {ahead} of {len(diffs)} seeds |")
     gap = spec.get("gap") or {}
     if gap and all(gap.get(k) in roles for k in ("ours", "source", "oracle")):
-        from sci2i.probe import MIN_GAP_POINTS, gap_closed
-
         mean = {k: statistics.fmean(roles[gap[k]].values()) for k in ("ours", "source", "oracle")}
         paper = {k: next((r["row"].get("paper") for r in results if r["row"].get("role") == gap[k]), None)
                  for k in mean}
@@ -178,8 +177,6 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
         return (run["summary"].get("final_eval") or {})[metric]
 
     def steps(r: dict) -> str:
-        from sci2i.pipeline.runner import describe_seg_steps
-
         seen = {describe_seg_steps(run["summary"].get("seg_steps")) for run in r["runs"]}
         return " / ".join(sorted(seen)) or "–"
 
@@ -192,8 +189,6 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
             lines.append(f"| {r['row']['name']} | {_cell([own(run) for run in r['runs']])} | "
                          f"{_cell(probes)} | {r['row'].get('paper', '–')} |")
         if {"oracle", "source", "ours"} <= set(by_role):
-            from sci2i.probe import format_gap
-
             lines += ["", format_gap(by_role["ours"], by_role["source"], by_role["oracle"])]
     else:
         lines += [f"| setting | {metric} | seg steps | paper |", "|---|---:|---|---:|"]

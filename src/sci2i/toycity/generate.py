@@ -150,7 +150,7 @@ def generate(out_dir: str | os.PathLike, seed: int = 0, *, overwrite: bool = Fal
     hist = {k: np.zeros(256, np.int64) for k in _SPLIT_CODE}
     from tqdm import tqdm
 
-    from sci2i.train.progress import on_terminal
+    from sci2i.utils.progress import on_terminal
 
     bar = tqdm(total=len(jobs), desc=f"toy-city -> {root}", unit="img", disable=not on_terminal(progress))
     if workers == 1:

@@ -374,7 +374,7 @@ def save_generator(G: Generator, cfg: Config, out_dir: str | Path, step: int) ->
 
 
 # ---------------------------------------------------------------------- loop
-#: What the interval line of :class:`~sci2i.train.progress.TrainingLog` shows, in this order.
+#: What the interval line of :class:`~sci2i.utils.progress.TrainingLog` shows, in this order.
 _LINE_KEYS = ("Loss/D/total", "Loss/D/gan", "Loss/D/seg", "Loss/G/total", "Loss/G/gan", "Loss/G/seg",
               "Loss/G/id", "Schedule/lr", "Schedule/lambda_pl", "Schedule/lambda_cgan")
 

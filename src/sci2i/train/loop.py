@@ -3,9 +3,10 @@
 * :class:`GracefulStop` turns SIGINT/SIGTERM into a flag; the loop checkpoints and returns, so
   pre-emption loses nothing but the step in flight. The signal usually comes to the whole
   process group (Slurm, systemd, ``kill -- -PGID``, Ctrl-C) and more than once (torchrun passes
-  it on to its workers too): DataLoader workers ignore it (:func:`ignore_stop_signals`, their
-  ``worker_init_fn``) and repeats within ``GRACE_S`` seconds change nothing, so the checkpoint is
-  still written; a signal after that exits at once.
+  it on to its workers too): DataLoader workers ignore it
+  (:func:`sci2i.data.workers.ignore_stop_signals`, their ``worker_init_fn``) and repeats within
+  ``GRACE_S`` seconds change nothing, so the checkpoint is still written; a signal after that
+  exits at once.
 * :class:`NonFiniteGuard` skips a step whose loss or gradient norm is not finite (a logged
   warning) and stops the run with :class:`DivergenceError` after ``max_consecutive`` in a row;
   the last good checkpoint stays on disk, and no checkpoint is written while a streak of
@@ -42,9 +43,10 @@ from torch import nn
 
 from sci2i.config import Config, to_yaml
 from sci2i.config.schema import PerfConfig
-from sci2i.train.progress import TrainingLog
+from sci2i.data.workers import ignore_stop_signals  # noqa: F401 (the workers' half of GracefulStop)
 from sci2i.utils.checkpoint import CheckpointManager
 from sci2i.utils.distributed import barrier, is_main_process
+from sci2i.utils.progress import TrainingLog
 from sci2i.utils.rundir import RunDir
 from sci2i.utils.runtime import amp_dtype, rng_state, set_rng_state
 
@@ -60,17 +62,6 @@ class DivergenceError(RuntimeError):
 
 #: Seconds after a first stop signal during which further signals are taken for repeats.
 GRACE_S = 60.0
-
-
-def ignore_stop_signals(worker_id: int | None = None) -> None:  # noqa: ARG001
-    """In a DataLoader worker: SIGINT/SIGTERM are the main process's to handle.
-
-    A signal to the process group reaches the workers too; one that died of it would make the
-    main process fail ("DataLoader worker … killed by signal") before it could checkpoint. The
-    workers still end: the main process shuts them down, and they exit when it dies.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class GracefulStop:

@@ -45,7 +45,7 @@ def git_revision() -> str:
 
 def _on_console(record: logging.LogRecord) -> bool:
     """Records logged with ``extra={"console": False}`` (the training loops' interval lines,
-    :mod:`sci2i.train.progress`) go to log files only: the console has the bar or stdout."""
+    :mod:`sci2i.utils.progress`) go to log files only: the console has the bar or stdout."""
     return getattr(record, "console", True)
 
 
