@@ -195,10 +195,21 @@ def _tensorboard(out: Path, evals: dict[str, dict], grid) -> None:
         writer.close()
 
 
+#: How the report names each segmentation phase.
+SEG_PHASE_NAMES = {"warmup": "warm-up", "warmup_source_only": "source-only warm-up", "final": "phase (c)"}
+
+
+def describe_seg_steps(seg_steps: Optional[dict]) -> str:
+    """``"600 (warm-up) + 600 (phase (c)) = 1,200"`` from a summary's ``seg_steps``; "" if absent."""
+    phases = (seg_steps or {}).get("phases") or {}
+    if not phases:
+        return ""
+    parts = " + ".join(f"{n:,} ({SEG_PHASE_NAMES.get(k, k)})" for k, n in phases.items())
+    return parts if len(phases) == 1 else f"{parts} = {seg_steps['total']:,}"
+
+
 def _steps_and_kid_lines(summary: dict) -> list[str]:
     """The final model's segmentation steps, and the KID of x_s and G(x_s) against x_t."""
-    from sci2i.pipeline.runner import describe_seg_steps
-
     lines = []
     steps = describe_seg_steps(summary.get("seg_steps"))
     if steps:

@@ -28,6 +28,7 @@ from sci2i.config import Config
 from sci2i.errors import UserError
 from sci2i.pipeline import steps
 from sci2i.pipeline.fingerprint import fingerprint
+from sci2i.pipeline.report import write_report
 from sci2i.utils.locks import folder_lock
 from sci2i.utils.distributed import barrier, broadcast_object, init_distributed, is_main_process
 from sci2i.utils.rundir import RunDir
@@ -79,18 +80,6 @@ def final_steps(cfg: Config) -> int:
 
 
 #: How a summary names the segmentation phases a final model went through.
-SEG_PHASE_NAMES = {"warmup": "warm-up", "warmup_source_only": "source-only warm-up", "final": "phase (c)"}
-
-
-def describe_seg_steps(seg_steps: Optional[dict]) -> str:
-    """``"600 (warm-up) + 600 (phase (c)) = 1,200"`` from a summary's ``seg_steps``; "" if absent."""
-    phases = (seg_steps or {}).get("phases") or {}
-    if not phases:
-        return ""
-    parts = " + ".join(f"{n:,} ({SEG_PHASE_NAMES.get(k, k)})" for k, n in phases.items())
-    return parts if len(phases) == 1 else f"{parts} = {seg_steps['total']:,}"
-
-
 def final_config(cfg: Config, translated_root: str) -> Config:
     """Phase (c): x_s and G(x_s) 50/50 (Eq. 11) + consistency; x_s alone when
     ``translated_root`` is empty, or x_s and a control set (``seg.second_source``)."""
@@ -252,8 +241,6 @@ class Pipeline:
                                     {f"{name}/{k}": ev[k] for k in ("mIoU19", "mIoU16", "mIoU13", "mIoU") if k in ev})
 
     def _finish(self, final: dict, final_name: str, translate: Optional[dict] = None) -> dict:
-        from sci2i.pipeline.report import write_report
-
         summary = {
             "name": self.cfg.name,
             "final_phase": final_name,

@@ -65,6 +65,9 @@ import torch
 
 from sci2i.config import Config, ConfigError, to_yaml
 from sci2i.data.custom import run_class_names, run_class_set
+from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
+from sci2i.eval.evaluator import evaluate_segmenter, results_to_json
+from sci2i.eval.metrics import headline_metrics
 from sci2i.losses.consistency import (
     class_balanced_consistency_loss,
     confident_pixels,
@@ -256,15 +259,11 @@ class MeanTeacherTrainer(Trainer):
 
     # -- data ------------------------------------------------------------------------
     def _build_val_set(self):
-        from sci2i.data.build import build_target_dataset
-
         return build_target_dataset(self.cfg.data, self.cfg.data.target_val_split,
                                     with_labels=True, train=False)
 
     def _datasets(self) -> dict:
         """The training datasets whose weight is non-zero (others are never opened)."""
-        from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
-
         cfg, s = self.cfg, self.cfg.seg
         out = {}
         if s.lambda_src > 0:
@@ -388,9 +387,6 @@ class MeanTeacherTrainer(Trainer):
     # -- evaluation & logging --------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict:
         """Teacher F_T on the target val split; JSON + table into ``<run>/eval/``."""
-        from sci2i.eval.evaluator import evaluate_segmenter, results_to_json
-        from sci2i.eval.metrics import headline_metrics
-
         results: dict = {}
         if is_main_process():
             results = evaluate_segmenter(
