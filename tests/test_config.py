@@ -108,3 +108,18 @@ def test_overrides_may_follow_options_on_the_command_line():
     assert args.config == ["toycity-seg", "seg.steps=5"]
     with pytest.raises(SystemExit):
         parse_args(parser, ["train-seg", "toycity-seg", "--out", "o", "notanoverride"])
+
+
+def test_config_from_yaml_text_round_trips_and_names_its_origin(tmp_path):
+    from sci2i.config import config_from_yaml_text, load_config, to_yaml
+    from sci2i.segmenter import segmenter_config
+    from sci2i.utils.checkpoint import save_state
+
+    cfg = load_config("toycity", ["seg.steps=7", "run.seed=3"])
+    assert config_from_yaml_text(to_yaml(cfg), "x") == cfg
+    with pytest.raises(ConfigError, match="unknown config key 'seg.stepz' in the stored config"):
+        config_from_yaml_text("seg: {stepz: 3}\n", "the stored config")
+    # a training checkpoint's config is read from its text, no file written on the way
+    save_state({"config": to_yaml(cfg), "step": 1}, tmp_path / "step_00000001.pt")
+    assert segmenter_config(tmp_path / "step_00000001.pt") == cfg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000001.pt"]

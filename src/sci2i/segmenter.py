@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from sci2i.config import config_from_yaml_text, load_config
 from sci2i.data.build import worker_count, worker_init
 from sci2i.data.datasets import pseudo_label_path, to_tensors
 from sci2i.data.robust import BadFileLedger
@@ -230,24 +231,13 @@ def segmenter_config(path: str | Path):
 
     ``teacher.yaml`` beside ``teacher.safetensors``, or the ``config`` of a checkpoint.
     """
-    from sci2i.config import load_config
-
     path = _resolve(Path(path))
     try:
         if path.suffix == ".safetensors":
             side = path.with_suffix(".yaml")
             return load_config(str(side)) if side.is_file() else None
         text = load_state(path).get("config", "")
-        if not text:
-            return None
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(text)
-        try:
-            return load_config(f.name)
-        finally:
-            Path(f.name).unlink(missing_ok=True)
+        return config_from_yaml_text(text, f"the config stored in {path}") if text else None
     except Exception as e:  # noqa: BLE001 — a stale config must not block evaluation
         log.warning("could not read the config stored with %s (%s); using defaults", path, e)
         return None

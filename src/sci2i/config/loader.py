@@ -103,15 +103,20 @@ def _read_yaml_chain(name_or_path: str, seen: tuple[str, ...] = ()) -> list[tupl
         raise ConfigError(f"config file not found: {path}")
     if str(path) in seen:
         raise ConfigError(f"config 'base:' chain loops through {path}")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(tree).__name__}")
+    tree = _parse_yaml(path.read_text(), str(path))
     base = tree.pop("base", None)
     chain = _read_yaml_chain(str(base), seen + (str(path),)) if base else []
     return chain + [(str(path), tree)]
+
+
+def _parse_yaml(text: str, origin: str) -> dict:
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin} is not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{origin} must hold a mapping of config keys, got {type(tree).__name__}")
+    return tree
 
 
 def _closest_preset(name: str) -> str:
@@ -167,6 +172,17 @@ def load_config(preset_or_yaml: str | None = None, overrides: Iterable[str] = ()
     overrides = list(overrides)
     if overrides:
         layers.append(("command-line overrides", parse_overrides(overrides)))
+    return _merge(layers)
+
+
+def config_from_yaml_text(text: str, origin: str) -> Config:
+    """A config written as YAML text (the ``config`` a training checkpoint carries), checked and
+    validated exactly as a config file would be; ``origin`` names it in errors."""
+    return _merge([(origin, _parse_yaml(text, origin))])
+
+
+def _merge(layers: list[tuple[str, dict]]) -> Config:
+    """Defaults, then each (origin, tree) layer in order; resolved and validated."""
     cfg = OmegaConf.structured(Config)
     for origin, tree in layers:
         _check_keys(tree, origin)
