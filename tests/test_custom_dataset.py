@@ -234,6 +234,15 @@ def test_a_checkpoint_evaluated_on_other_classes_is_an_error_naming_both(five_cl
     text = str(e.value)
     assert "flat, construction, nature, sky, agent" in text and "road, sidewalk" in text
     assert str(weights) in text and str(cityscapes_classes) in text
+    # nor does a run on other classes start from it (model.init_checkpoint)
+    from sci2i.train.mean_teacher import train_segmentation
+
+    source = _spec_file(root / "toy", "toycity-source.yaml", root / "toy" / "source")  # Cityscapes' 19 classes
+    cfg = load_config(str(root / "tiny.yaml"), [f"data.source_root={source}", f"data.target_root={cityscapes_classes}",
+                                               f"model.init_checkpoint={weights}"])
+    with pytest.raises(DataError, match="the classes of the run's data .*road, sidewalk.* are not those of the "
+                                        "checkpoint .*flat, construction"):
+        train_segmentation(cfg, root / "from-five", progress=False)
     # on its own classes: scored on all five, headline mIoU
     assert cli(["evaluate", "--checkpoint", weights, "--target-root", str(root / "toycity-target.yaml"),
                 "--device", "cpu", "--no-progress"]) == 0

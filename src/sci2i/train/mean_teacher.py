@@ -64,7 +64,7 @@ from typing import Optional, Sequence
 import torch
 
 from sci2i.config import Config, ConfigError, to_yaml
-from sci2i.data.custom import run_class_names, run_class_set
+from sci2i.data.custom import check_class_names, run_class_names, run_class_set
 from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
 from sci2i.eval.evaluator import evaluate_segmenter, results_to_json
 from sci2i.eval.metrics import headline_metrics
@@ -233,7 +233,9 @@ class MeanTeacherTrainer(Trainer):
         self.student: DeepLabV2 = build_deeplab(cfg.model, run_class_names(cfg.data))
         init = init_weights or cfg.model.init_checkpoint
         if init:
-            load_state_dict_strict(self.student, load_segmenter(init).state_dict(), str(init))
+            start = load_segmenter(init)
+            check_class_names(self.student.class_names, "the run's data", start.class_names, f"the checkpoint {init}")
+            load_state_dict_strict(self.student, start.state_dict(), str(init))
             log.info("student initialised from %s", init)
         self.student = prepare_model(self.student, dataclasses.replace(perf, compile=False), device)
         # F_T starts as a copy of F_S; it is only ever changed by ema_update.
