@@ -59,7 +59,7 @@ def test_every_command_accepts_no_progress(name):
 def test_run_and_translate_pass_no_progress_on(monkeypatch, tmp_path):
     """``--no-progress`` reaches the library: the pipeline and the translation get progress=False."""
     import sci2i.pipeline.runner as runner
-    import sci2i.translate as translate
+    import sci2i.infer.translate as translate
 
     seen = {}
 

@@ -112,7 +112,7 @@ def test_overrides_may_follow_options_on_the_command_line():
 
 def test_config_from_yaml_text_round_trips_and_names_its_origin(tmp_path):
     from sci2i.config import config_from_yaml_text, load_config, to_yaml
-    from sci2i.segmenter import segmenter_config
+    from sci2i.infer.segmenter import segmenter_config
     from sci2i.utils.checkpoint import save_state
 
     cfg = load_config("toycity", ["seg.steps=7", "run.seed=3"])

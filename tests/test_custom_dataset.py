@@ -174,7 +174,7 @@ def five_class_run(tmp_path_factory):
 def test_sci2i_run_trains_and_scores_a_dataset_with_five_classes(five_class_run):
     import torch
 
-    from sci2i.segmenter import load_segmenter
+    from sci2i.infer.segmenter import load_segmenter
 
     root, out, summary = five_class_run
     for key in ("warmup_eval", "final_eval"):
@@ -224,7 +224,7 @@ def test_the_summary_time_of_m1_counts_every_phase_it_needed(five_class_run):
 @pytest.mark.slow
 def test_a_checkpoint_evaluated_on_other_classes_is_an_error_naming_both(five_class_run, capsys):
     from sci2i.cli import main as cli
-    from sci2i.segmenter import evaluate_checkpoint
+    from sci2i.infer.segmenter import evaluate_checkpoint
 
     root, _, summary = five_class_run
     weights = summary["phases"]["final"]["weights"]

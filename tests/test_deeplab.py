@@ -103,7 +103,7 @@ def test_vgg16_deeplab_output_stride_8():
 
 
 def test_efficientnet_output_stride_16_round_trips_through_saved_weights(tmp_path):
-    from sci2i.segmenter import load_segmenter, save_segmenter
+    from sci2i.infer.segmenter import load_segmenter, save_segmenter
 
     torch.manual_seed(2)
     m = DeepLabV2("efficientnet_lite0", "", num_classes=19, aspp_rates=(1, 2, 3, 4),
@@ -201,7 +201,7 @@ def test_unknown_head_is_a_user_error():
 
 
 def test_fc_aspp_round_trips_through_saved_weights(tmp_path):
-    from sci2i.segmenter import load_segmenter, save_segmenter
+    from sci2i.infer.segmenter import load_segmenter, save_segmenter
 
     torch.manual_seed(4)
     m = DeepLabV2("efficientnet_lite0", "", num_classes=19, aspp_rates=(1, 2, 3, 4),
@@ -228,8 +228,8 @@ def test_linear_probe_of_a_fc_aspp_segmenter_keeps_fc6_fc7(tmp_path):
     from fixtures import write_cityscapes
 
     from sci2i.config import load_config
-    from sci2i.probe import linear_probe
-    from sci2i.segmenter import load_segmenter, save_segmenter
+    from sci2i.eval.probe import linear_probe
+    from sci2i.infer.segmenter import load_segmenter, save_segmenter
 
     write_cityscapes(tmp_path / "cs", n_per_split=2, size=(64, 32), seed=5)
     torch.manual_seed(5)

@@ -20,9 +20,9 @@ from sci2i.data.build import build_target_dataset
 from sci2i.data.datasets import GTA5Dataset, pseudo_label_path
 from sci2i.models.deeplab import DeepLabV2
 from sci2i.models.generator import Generator
-from sci2i.segmenter import write_pseudo_labels
+from sci2i.infer.segmenter import write_pseudo_labels
 from sci2i.train.i2i import train_i2i
-from sci2i.translate import translate_dataset
+from sci2i.infer.translate import translate_dataset
 
 TINY_G = GeneratorConfig(channels=[8, 8, 16, 16], latent_dim=8, style_dim=8, mapping_layers=2)
 

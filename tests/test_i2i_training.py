@@ -216,7 +216,7 @@ def test_target_set_includes_pseudo_labelled_extra_dirs(data, tmp_path):
 def test_translate_long_side_resizes_labels_too(data, tmp_path):
     from sci2i.train.i2i import save_generator
     from sci2i.models.generator import Generator
-    from sci2i.translate import load_generator, translate_dataset
+    from sci2i.infer.translate import load_generator, translate_dataset
 
     cfg = load_config(None, _overrides(data, 1))
     save_generator(Generator(cfg.generator), cfg, tmp_path, step=0)
@@ -234,7 +234,7 @@ def test_translate_synthia_layout_keeps_16bit_labels(tmp_path):
 
     from sci2i.data.datasets import SynthiaDataset
     from sci2i.models.generator import Generator
-    from sci2i.translate import translate_dataset
+    from sci2i.infer.translate import translate_dataset
 
     written = write_synthia(tmp_path / "synthia", n=2, size=(64, 32))
     G = Generator(load_config(None, TINY).generator)

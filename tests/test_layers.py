@@ -7,8 +7,9 @@ Layers, lowest first (README "Layout"):
 0. base: ``errors``, ``labels``, ``config``, ``utils`` (checkpoints, run folders, log lines)
 1. data and models: ``data``, ``models``, ``toycity`` (the benchmark's generator)
 2. losses
-3. evaluation and inference: ``eval``, ``segmenter``, ``translate``, ``predict``, ``figures_i2i``
-4. training: ``train``, ``probe`` (the linear probe trains a classifier)
+3. evaluation, inference and figures: ``eval``, ``infer``, ``figures``
+4. training: ``train``, and ``eval.probe`` (the linear probe trains a classifier with the
+   training loop's optimiser; it sits with evaluation because it measures a model)
 5. the pipeline: ``pipeline``
 6. the command line and tools: ``cli``, ``commands``, ``bench``
 """
@@ -24,9 +25,8 @@ LAYERS = {
     "sci2i": 0, "sci2i.errors": 0, "sci2i.labels": 0, "sci2i.config": 0, "sci2i.utils": 0,
     "sci2i.data": 1, "sci2i.models": 1, "sci2i.toycity": 1,
     "sci2i.losses": 2,
-    "sci2i.eval": 3, "sci2i.segmenter": 3, "sci2i.translate": 3, "sci2i.predict": 3,
-    "sci2i.figures_i2i": 3,
-    "sci2i.train": 4, "sci2i.probe": 4,
+    "sci2i.eval": 3, "sci2i.infer": 3, "sci2i.figures": 3,
+    "sci2i.train": 4, "sci2i.eval.probe": 4,
     "sci2i.pipeline": 5,
     "sci2i.cli": 6, "sci2i.commands": 6, "sci2i.bench": 6,
 }

@@ -20,7 +20,7 @@ from sci2i.cli import main as cli_main
 from sci2i.config import ConfigError, load_config
 from sci2i.data.datasets import CityscapesDataset, pseudo_label_path
 from sci2i.losses.segmentation import cross_entropy
-from sci2i.segmenter import confidence_path, load_segmenter, predict_logits, write_pseudo_labels
+from sci2i.infer.segmenter import confidence_path, load_segmenter, predict_logits, write_pseudo_labels
 from sci2i.train.mean_teacher import (
     MeanTeacherTrainer,
     batch_plan,

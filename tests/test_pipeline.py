@@ -9,7 +9,7 @@ import yaml
 
 from sci2i.cli import main as cli
 from sci2i.labels import CLASS_NAMES
-from sci2i.probe import gap_closed
+from sci2i.eval.probe import gap_closed
 
 pytestmark = pytest.mark.slow
 
@@ -130,8 +130,8 @@ def test_interrupted_phase_resumes_from_its_checkpoint(tiny, monkeypatch):
 
 def test_linear_probe_trains_only_the_classifier(tiny, full_run, tmp_path):
     from sci2i.config import load_config
-    from sci2i.probe import linear_probe
-    from sci2i.segmenter import load_segmenter
+    from sci2i.eval.probe import linear_probe
+    from sci2i.infer.segmenter import load_segmenter
 
     root, cfg_path = tiny
     weights = full_run[0] / "checkpoints" / "final" / "teacher.safetensors"
@@ -148,7 +148,7 @@ def test_linear_probe_trains_only_the_classifier(tiny, full_run, tmp_path):
 def test_probe_of_a_row_is_reused_only_for_the_same_weights_and_settings(tiny, full_run, tmp_path, monkeypatch):
     import shutil
 
-    import sci2i.probe as probe_mod
+    import sci2i.eval.probe as probe_mod
     from sci2i.config import load_config
 
     root, cfg_path = tiny
@@ -187,7 +187,7 @@ def test_run_list_shows_presets_and_tables(capsys):
 
 
 def test_gap_closed_is_undefined_when_the_oracle_does_not_beat_source_only():
-    from sci2i.probe import format_gap
+    from sci2i.eval.probe import format_gap
 
     assert "68.3 %" in format_gap(59.0, 39.6, 68.0)
     assert "undefined" in format_gap(5.4, 9.3, 4.8)

@@ -17,14 +17,14 @@ from sci2i.data.transforms import resize_image, scaled_size
 from sci2i.eval.evaluator import logits_to_train_ids
 from sci2i.labels import CLASS_COLORS, train_ids_to_label_ids
 from sci2i.models.deeplab import DeepLabV2
-from sci2i.predict import (
+from sci2i.infer.predict import (
     class_logits,
     collect_inputs,
     load_predictor,
     output_paths,
     upsample_argmax,
 )
-from sci2i.segmenter import load_segmenter, model_meta, save_segmenter
+from sci2i.infer.segmenter import load_segmenter, model_meta, save_segmenter
 from sci2i.utils.checkpoint import CheckpointError, save_state
 
 EVAL_LONG_SIDE = 48

@@ -13,7 +13,7 @@ from sci2i.config import load_config, to_yaml
 from sci2i.labels import CLASS_NAMES
 from sci2i.models.deeplab import DeepLabV2
 from sci2i.pipeline.report import model_seconds, write_report
-from sci2i.segmenter import save_segmenter
+from sci2i.infer.segmenter import save_segmenter
 
 
 def _eval(miou: float) -> dict:

@@ -23,7 +23,7 @@ from sci2i.config import ConfigError, load_config
 from sci2i.losses.segmentation import cross_entropy
 from sci2i.models.deeplab import DeepLabV2
 from sci2i.models.resnet import BLOCKS, ResNet101, weights_layout
-from sci2i.segmenter import load_segmenter, save_segmenter
+from sci2i.infer.segmenter import load_segmenter, save_segmenter
 from sci2i.utils.checkpoint import CheckpointError
 
 EXPECTED_DILATION = {1: 1, 2: 1, 3: 2, 4: 4}
@@ -367,7 +367,7 @@ def test_one_mean_teacher_step_through_the_paper_preset(data, tmp_path):
     written = list((tmp_path / "pred").rglob("*_trainIds.png"))
     assert len(written) == 1 and Image.open(written[0]).size == Image.open(image).size
     # the linear probe (Table 5): only the ASPP is retrained, the trunk with its BatchNorm is kept
-    from sci2i.probe import linear_probe
+    from sci2i.eval.probe import linear_probe
 
     probe_cfg = _preset_cfg(data, tmp_path, "probe.steps=1", "probe.batch_size=1")
     assert "mIoU19" in linear_probe(tmp_path / "run", probe_cfg, tmp_path / "probe", progress=False)

@@ -88,10 +88,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Evaluate a segmentation checkpoint; returns the results dict of sci2i.eval.evaluator.
 
     ``args.checkpoint`` is ``teacher.safetensors``, a training checkpoint or a run directory
-    (see :func:`sci2i.segmenter.evaluate_checkpoint`); the input scale is the model's
+    (see :func:`sci2i.infer.segmenter.evaluate_checkpoint`); the input scale is the model's
     ``data.eval_long_side`` unless ``--long-side`` is given.
     """
-    from sci2i.segmenter import evaluate_checkpoint as evaluate_segmenter_checkpoint
+    from sci2i.infer.segmenter import evaluate_checkpoint as evaluate_segmenter_checkpoint
 
     return evaluate_segmenter_checkpoint(
         args.checkpoint, args.target_root, split=args.split, class_set=args.class_set,

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from sci2i.predict import PredictOptions, predict_images
+    from sci2i.infer.predict import PredictOptions, predict_images
 
     opts = PredictOptions(
         long_side=args.long_side, window=args.window, overlap=args.overlap, flip=args.flip,

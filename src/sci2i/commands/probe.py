@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from sci2i.config import load_config
     from sci2i.config.loader import split_preset
-    from sci2i.probe import run_probes, with_target
-    from sci2i.segmenter import segmenter_config
+    from sci2i.eval.probe import run_probes, with_target
+    from sci2i.infer.segmenter import segmenter_config
 
     preset, overrides = split_preset(args.preset, args.overrides)
     if preset or overrides:

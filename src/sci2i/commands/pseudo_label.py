@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from sci2i.data.datasets import CityscapesDataset, ImageFolderDataset
     from sci2i.errors import UserError
-    from sci2i.segmenter import load_segmenter, segmenter_config, write_pseudo_labels
+    from sci2i.infer.segmenter import load_segmenter, segmenter_config, write_pseudo_labels
     from sci2i.utils.runtime import amp_dtype, resolve_device
 
     if args.input:

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from sci2i.toycity import generate, make_figure
+    from sci2i.figures.toycity import make_figure
+    from sci2i.toycity import generate
 
     manifest = generate(
         args.output, seed=args.seed, overwrite=args.overwrite, workers=args.workers, progress=not args.no_progress,

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from sci2i.translate import load_generator, translate_dataset
+    from sci2i.infer.translate import load_generator, translate_dataset
     from sci2i.utils.runtime import resolve_device
 
     device = resolve_device(args.device)

@@ -32,7 +32,7 @@ from sci2i.config import ConfigError, load_config
 from sci2i.pipeline.report import describe_seg_steps
 from sci2i.pipeline.runner import run_pipeline
 from sci2i.pipeline.steps import ensure_toycity
-from sci2i.probe import MIN_GAP_POINTS, format_gap, gap_closed, probe_run
+from sci2i.eval.probe import MIN_GAP_POINTS, format_gap, gap_closed, probe_run
 
 log = logging.getLogger("sci2i")
 

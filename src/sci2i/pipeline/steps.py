@@ -17,12 +17,12 @@ from sci2i.data.custom import is_dataset_file, run_class_set, source_images
 from sci2i.data.io import verify_image_file
 from sci2i.errors import UserError
 from sci2i.models.backbones import build_backbone, build_trunk
-from sci2i.segmenter import load_segmenter
-from sci2i.segmenter import write_pseudo_labels as write_labels
+from sci2i.infer.segmenter import load_segmenter
+from sci2i.infer.segmenter import write_pseudo_labels as write_labels
 from sci2i.toycity import generate, read_manifest
 from sci2i.train.i2i import train_i2i as i2i_training
 from sci2i.train.mean_teacher import train_segmentation as seg_training
-from sci2i.translate import load_generator, translate_dataset
+from sci2i.infer.translate import load_generator, translate_dataset
 from sci2i.utils.locks import folder_lock
 from sci2i.utils.runtime import amp_dtype, resolve_device
 

@@ -8,19 +8,11 @@ shift, in the Cityscapes layout. Generation is deterministic and runs on CPU in 
 Modules: ``camera`` (projection), ``materials`` (surface -> class, source colours),
 ``objects`` (object models), ``scene`` (grammar), ``domains`` (content statistics),
 ``shapes`` (scene description and painter's rasteriser), ``render_source``, ``textures`` and
-``render_target`` (the two looks), ``writer`` (layouts), ``generate`` (orchestration),
-``figure`` (example figure).
+``render_target`` (the two looks), ``writer`` (layouts), ``generate`` (orchestration). The
+example figure is :func:`sci2i.figures.toycity.make_figure`.
 """
 
 from sci2i.toycity.generate import (MANIFEST, ToyCitySizes, generate, is_complete, read_manifest,
                                     render_image)
 
-__all__ = ["generate", "is_complete", "read_manifest", "render_image", "ToyCitySizes", "MANIFEST",
-           "make_figure"]
-
-
-def make_figure(root, out_png, n: int = 4):  # noqa: ANN001 - thin lazy wrapper (matplotlib import)
-    """See ``sci2i.toycity.figure.make_figure``."""
-    from sci2i.toycity.figure import make_figure as _make
-
-    return _make(root, out_png, n)
+__all__ = ["generate", "is_complete", "read_manifest", "render_image", "ToyCitySizes", "MANIFEST"]

@@ -51,7 +51,7 @@ from sci2i.data.custom import run_class_names, run_class_set
 from sci2i.data.robust import BadFileLedger, readable
 from sci2i.errors import UserError
 from sci2i.eval.kid import kid_monitor
-from sci2i.figures_i2i import make_pairs_figure
+from sci2i.figures.i2i import make_pairs_figure
 from sci2i.losses.i2i import class_set_ids, discriminator_loss, generator_loss, restrict_labels
 from sci2i.models.discriminator import Discriminator, DiscriminatorOutput
 from sci2i.models.generator import Generator
@@ -67,7 +67,7 @@ from sci2i.train.loop import (
 )
 from sci2i.train.sample_stream import SampleStream
 from sci2i.train.schedules import linear_ramp
-from sci2i.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS
+from sci2i.infer.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS
 from sci2i.utils import distributed as dist_utils
 from sci2i.utils.checkpoint import save_weights
 from sci2i.utils.rundir import RunDir

@@ -75,7 +75,7 @@ from sci2i.losses.consistency import (
 )
 from sci2i.losses.segmentation import cross_entropy, source_cross_entropy
 from sci2i.models.deeplab import DeepLabV2, build_deeplab
-from sci2i.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
+from sci2i.infer.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
 from sci2i.train.class_mix import class_mix_mask, mix_images, mix_teacher_logits, paired_source
 from sci2i.train.augment import PlainAugmentation
 from sci2i.train.class_prior import ClassPrior

@@ -52,8 +52,8 @@ from sci2i.errors import UserError
 from sci2i.labels import (
     CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS, train_ids_to_label_ids,
 )
-from sci2i.segmenter import META_KEY, WEIGHTS_NAME, load_segmenter, segmenter_config
-from sci2i.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS  # to recognise a generator
+from sci2i.infer.segmenter import META_KEY, WEIGHTS_NAME, load_segmenter, segmenter_config
+from sci2i.infer.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS  # to recognise a generator
 from sci2i.utils.checkpoint import CheckpointError, load_state
 
 log = logging.getLogger("sci2i")

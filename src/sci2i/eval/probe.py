@@ -30,7 +30,7 @@ from sci2i.config import Config
 from sci2i.data.build import build_target_dataset, infinite_loader
 from sci2i.eval.evaluator import evaluate_segmenter
 from sci2i.labels import IGNORE_INDEX
-from sci2i.segmenter import load_segmenter, predict_logits, save_segmenter
+from sci2i.infer.segmenter import load_segmenter, predict_logits, save_segmenter
 from sci2i.train.loop import clip_grad_norm, make_optimizer
 from sci2i.utils.progress import TrainingLog
 from sci2i.utils.runtime import amp_dtype, resolve_device, seed_everything
