@@ -32,7 +32,7 @@ from sci2i.pipeline.report import write_report
 from sci2i.utils.locks import folder_lock
 from sci2i.utils.distributed import barrier, broadcast_object, init_distributed, is_main_process
 from sci2i.utils.rundir import RunDir
-from sci2i.utils.runtime import format_memory, peak_memory, reset_peak_memory, resolve_device
+from sci2i.utils.runtime import PeakMemory, format_memory, resolve_device
 
 log = logging.getLogger("sci2i")
 
@@ -133,15 +133,15 @@ class Pipeline:
                 barrier()
                 if all_ranks or main:
                     t0, cpu0 = time.time(), time.process_time()
-                    reset_peak_memory()
-                    outputs = work(folder)
+                    with PeakMemory() as memory:
+                        outputs = work(folder)
                     seconds = time.time() - t0
                     if main:
                         # time and peak memory of this invocation (a resumed phase: its last part);
                         # CPU time is the main process's (DataLoader workers are processes of their own)
                         outputs["seconds"] = outputs.get("seconds", 0.0) + seconds
                         outputs["cpu_seconds"] = time.process_time() - cpu0
-                        outputs["peak_memory"] = peak_memory()
+                        outputs["peak_memory"] = memory.peak
                         tmp = done.with_suffix(".tmp")
                         tmp.write_text(json.dumps(outputs, indent=2))
                         tmp.replace(done)  # DONE.json appears only once every output is on disk

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -93,32 +94,52 @@ def loader_workers(requested: int) -> int:
     return max(1, min(requested, available_cores() // local))
 
 
-def reset_peak_memory() -> None:
-    """Start a new peak-memory window (Linux: the resident high-water mark VmHWM; CUDA: the
-    allocator's peak), so that :func:`peak_memory` reports one phase's peak, not the process's."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux: the window is the whole process
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.reset_peak_memory_stats()
+class PeakMemory:
+    """Peak resident memory (GB) of this process while the ``with`` block runs, and the GPU's peak
+    allocation when CUDA is in use (``.peak`` after the block).
 
+    The resident size is sampled every ``interval`` seconds by a thread (from /proc/self/status on
+    Linux; elsewhere the process's ``ru_maxrss``, a peak since start). Sampling, rather than
+    resetting the kernel's high-water mark, leaves what ``/usr/bin/time`` or a scheduler reports
+    of the process intact. DataLoader workers are processes of their own and not counted.
+    """
 
-def peak_memory() -> dict[str, float]:
-    """Peak resident memory of this process (GB) since :func:`reset_peak_memory`, and the GPU's
-    peak allocation when CUDA is in use. DataLoader workers are processes of their own."""
-    peak: dict[str, float] = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                peak["rss_gb"] = int(line.split()[1]) / 2**20  # kB
-    except OSError:
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._rss = 0.0
+
+    @staticmethod
+    def _resident_gb() -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 2**20  # kB
+        except OSError:
+            pass
         import resource
 
-        peak["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        peak["gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    return peak
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._rss = max(self._rss, self._resident_gb())
+
+    def __enter__(self) -> "PeakMemory":
+        self._rss = self._resident_gb()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._sample, daemon=True, name="peak-memory")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = {"rss_gb": max(self._rss, self._resident_gb())}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            self.peak["gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
 
 
 def format_memory(peak: dict[str, float]) -> str:
