@@ -120,3 +120,15 @@ def eval_class_ids(num_classes: int) -> tuple[int, ...]:
     if num_classes == 16:
         return SYNTHIA16_TRAIN_IDS
     raise ValueError(f"num_classes must be 19 (GTA5) or 16 (SYNTHIA), got {num_classes}")
+
+
+def class_set_ids(class_set: str, num_classes: int = NUM_CLASSES) -> tuple[int, ...]:
+    """Train ids of the columns of a class set: Cityscapes' 19 (GTA5) or the 16 SYNTHIA
+    classes; ``"all"``: every one of a dataset's ``num_classes``."""
+    if class_set == "cityscapes19":
+        return tuple(range(NUM_CLASSES))
+    if class_set == "synthia16":
+        return SYNTHIA16_TRAIN_IDS
+    if class_set == ALL_CLASSES:
+        return tuple(range(num_classes))
+    raise ValueError(f"class_set must be one of {', '.join(CLASS_SETS + (ALL_CLASSES,))}; got {class_set!r}")

@@ -25,6 +25,7 @@ import torch
 
 from sci2i.labels import (
     ALL_CLASSES, CLASS_NAMES, CLASS_SETS, IGNORE_INDEX, NUM_CLASSES, SYNTHIA13_TRAIN_IDS, SYNTHIA16_TRAIN_IDS,
+    class_set_ids,
 )
 
 #: Column headers in the paper's table order (trainId order), abbreviated as in UDA papers.
@@ -114,18 +115,6 @@ def _nanmean(iou: torch.Tensor, ids: Sequence[int]) -> float:
     vals = iou[list(ids)]
     vals = vals[~torch.isnan(vals)]
     return float(vals.mean()) * 100.0 if vals.numel() else math.nan
-
-
-def class_set_ids(class_set: str, num_classes: int = NUM_CLASSES) -> tuple[int, ...]:
-    """Train ids of the columns of a class set: Cityscapes' 19 (GTA5) or the 16 SYNTHIA
-    classes; ``"all"``: every one of a dataset's ``num_classes``."""
-    if class_set == "cityscapes19":
-        return tuple(range(NUM_CLASSES))
-    if class_set == "synthia16":
-        return SYNTHIA16_TRAIN_IDS
-    if class_set == ALL_CLASSES:
-        return tuple(range(num_classes))
-    raise ValueError(f"class_set must be one of {', '.join(CLASS_SETS + (ALL_CLASSES,))}; got {class_set!r}")
 
 
 def headline_metrics(class_set: str) -> tuple[str, ...]:

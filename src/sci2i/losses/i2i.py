@@ -41,7 +41,7 @@ from typing import Sequence
 
 import torch
 
-from sci2i.labels import ALL_CLASSES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS
+from sci2i.labels import IGNORE_INDEX, class_set_ids
 from sci2i.losses.gan import (
     discriminator_classwise_gan,
     discriminator_domain_gan,
@@ -54,18 +54,6 @@ from sci2i.losses.segmentation import cross_entropy, symmetric_cross_entropy
 from sci2i.models.discriminator import DiscriminatorOutput
 
 Losses = dict[str, torch.Tensor]
-
-
-def class_set_ids(class_set: str, num_classes: int = NUM_CLASSES) -> tuple[int, ...]:
-    """Train ids of a run's class set (:func:`sci2i.data.custom.run_class_set`): all 19
-    (``cityscapes19``), SYNTHIA's 16, or every one of a dataset's ``num_classes`` (``all``)."""
-    if class_set == "cityscapes19":
-        return tuple(range(NUM_CLASSES))
-    if class_set == "synthia16":
-        return SYNTHIA16_TRAIN_IDS
-    if class_set == ALL_CLASSES:
-        return tuple(range(num_classes))
-    raise ValueError(f"unknown class set {class_set!r}")
 
 
 def restrict_labels(labels: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:

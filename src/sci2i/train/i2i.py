@@ -52,7 +52,8 @@ from sci2i.data.robust import BadFileLedger, readable
 from sci2i.errors import UserError
 from sci2i.eval.kid import kid_monitor
 from sci2i.figures.i2i import make_pairs_figure
-from sci2i.losses.i2i import class_set_ids, discriminator_loss, generator_loss, restrict_labels
+from sci2i.labels import class_set_ids
+from sci2i.losses.i2i import discriminator_loss, generator_loss, restrict_labels
 from sci2i.models.discriminator import Discriminator, DiscriminatorOutput
 from sci2i.models.generator import Generator
 from sci2i.train.ema import ema_update, make_ema
