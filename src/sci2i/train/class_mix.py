@@ -27,6 +27,8 @@ as fully confident). The class choice draws from torch's global RNG on the label
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from sci2i.labels import class_index_with_extra_bin
@@ -63,6 +65,14 @@ def paired_source(src_images: torch.Tensor, src_labels: torch.Tensor, n: int):
         raise ValueError(f"source images {tuple(src_images.shape)} and labels "
                          f"{tuple(src_labels.shape)} differ in size")
     return _pair(src_images, n), _pair(src_labels, n)
+
+
+class ClassMix(NamedTuple):
+    """One ClassMix draw: where the source pixels are pasted (``mask``, N×H×W bool) and the
+    source labels they carry (``labels``, N×H×W trainIds)."""
+
+    mask: torch.Tensor
+    labels: torch.Tensor
 
 
 def mix_images(mask: torch.Tensor, src_images: torch.Tensor, trg_images: torch.Tensor) -> torch.Tensor:

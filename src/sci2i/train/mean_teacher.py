@@ -76,7 +76,7 @@ from sci2i.losses.consistency import (
 from sci2i.losses.segmentation import cross_entropy, source_cross_entropy
 from sci2i.models.deeplab import DeepLabV2, build_deeplab
 from sci2i.infer.segmenter import WEIGHTS_NAME, load_segmenter, model_meta, predict_logits, save_segmenter
-from sci2i.train.class_mix import class_mix_mask, mix_images, mix_teacher_logits, paired_source
+from sci2i.train.class_mix import ClassMix, class_mix_mask, mix_images, mix_teacher_logits, paired_source
 from sci2i.train.augment import PlainAugmentation
 from sci2i.train.class_prior import ClassPrior
 from sci2i.train.ema import ema_update, make_ema, unwrap
@@ -326,8 +326,8 @@ class MeanTeacherTrainer(Trainer):
             if s.con_mix == "classmix" and lam_con > 0 and src_parts:
                 # cross-domain ClassMix (sci2i.train.class_mix): paste source classes onto x_t
                 mix_images_src, mix_labels = paired_source(inputs[0], labels_src, trg_images.shape[0])
-                mix = (class_mix_mask(mix_labels, self.student.num_classes), mix_labels)
-                student_trg = mix_images(mix[0], mix_images_src, trg_images)
+                mix = ClassMix(class_mix_mask(mix_labels, self.student.num_classes), mix_labels)
+                student_trg = mix_images(mix.mask, mix_images_src, trg_images)
             inputs.append(self.perturb(student_trg))  # P(x_t) (or P(x_mix)): photometric, pixel-aligned
             trg_labels = self._to_device(trg["label"]) if "label" in trg else None
         n_src = inputs[0].shape[0] if src_parts else 0
@@ -343,7 +343,7 @@ class MeanTeacherTrainer(Trainer):
                 if self.class_prior is not None:
                     teacher_logits = self.class_prior.align(teacher_logits)
                 if mix is not None:
-                    teacher_logits = mix_teacher_logits(mix[0], mix[1], teacher_logits)
+                    teacher_logits = mix_teacher_logits(mix.mask, mix.labels, teacher_logits)
         src_logits = logits[:n_src] if n_src else None
         trg_logits = logits[n_src:] if trg is not None else None
         total, parts = mean_teacher_objective(
