@@ -155,3 +155,27 @@ def test_an_i2i_run_cut_after_a_nonfinite_step_resumes_with_the_guard_count(data
     assert cli(["train-i2i", "--output", str(tmp_path / "run"), "--resume", "--no-progress"]) == 0
     _, state = _newest(tmp_path / "run")
     assert {k: g["skipped_total"] for k, g in state["guard"].items()} == {"G": 1, "D": 1}
+
+
+def test_a_stopped_command_survives_a_repeat_of_the_stop_while_it_exits(tmp_path):
+    """Exit 130 (stopped, checkpoint written) stays 130 when the group's stop comes again during
+    the exit, where Python's own handlers are already back to the default (a race that made
+    test_faults' group SIGTERM of train-i2i end in -15 on a loaded machine)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "stopped.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "import sci2i.commands.train_i2i as command\n"
+        "from sci2i import cli\n"
+        "command.main = lambda args: 130  # as a command that was stopped by a signal\n"
+        "sys.argv = ['sci2i', 'train-i2i', '--output', 'run']\n"
+        "rc = cli.main()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # the repeat, after the command returned\n"
+        "time.sleep(0.5)\n"
+        "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 130, (proc.returncode, proc.stderr[-2000:])

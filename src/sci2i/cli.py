@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from sci2i import __version__
 
@@ -72,7 +74,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sci2i.config import ConfigError
     from sci2i.utils.rundir import setup_logging
 
     setup_logging()
@@ -81,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    rc = _run(args)
+    if rc == 130 and argv is None and threading.current_thread() is threading.main_thread():
+        # Stopped on a signal, its checkpoint written: what is left is the exit. A repeat of the
+        # stop (the group signalled again, torchrun forwarding it) that comes while the
+        # interpreter shuts down, where Python's handlers are back to the default, must not turn
+        # exit 130 into death by SIGTERM. (Only as a program: in-process callers keep theirs.)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return rc
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sci2i.config import ConfigError
+
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
