@@ -51,3 +51,15 @@ def test_the_schema_marks_exactly_the_speed_and_logging_settings():
               if dataclasses.is_dataclass(section)
               for f in dataclasses.fields(section) if f.metadata == NOT_A_RESULT}
     assert marked == {(cls.__name__, key) for cls, key, _ in SPEED_AND_LOGGING}
+
+
+def test_the_number_of_processes_enters_every_phase_fingerprint():
+    """torchrun's processes each take ``batch_size`` images: 2 ranks train with twice the global
+    batch, so they must not find (or resume) a single process's phases."""
+    from sci2i.config import load_config
+    from sci2i.pipeline.runner import data_fingerprint
+
+    cfg = load_config("toycity")
+    one, two, eight = (data_fingerprint(cfg, w) for w in (1, 2, 8))
+    assert len({one, two, eight}) == 3
+    assert one == fingerprint(cfg.data, cfg.run.seed)  # a single process: as before

@@ -30,13 +30,20 @@ from sci2i.pipeline import steps
 from sci2i.pipeline.fingerprint import fingerprint
 from sci2i.pipeline.report import write_report
 from sci2i.utils.locks import folder_lock
-from sci2i.utils.distributed import barrier, broadcast_object, init_distributed, is_main_process
+from sci2i.utils.distributed import barrier, broadcast_object, init_distributed, is_main_process, world_size
 from sci2i.utils.rundir import RunDir
 from sci2i.utils.runtime import PeakMemory, format_memory, resolve_device
 
 log = logging.getLogger("sci2i")
 
 DONE = "DONE.json"
+
+
+def data_fingerprint(cfg: Config, world: int = 1) -> str:
+    """The root of every phase fingerprint: the data, the seed and, under torchrun, the number of
+    processes (``*.batch_size`` is per process, so the global batch, and with it every trained
+    phase, depends on it). A single process adds nothing, so its fingerprints stay as before."""
+    return fingerprint(cfg.data, cfg.run.seed, *([{"world_size": world}] if world > 1 else []))
 
 
 def read_done(path: Path) -> dict:
@@ -161,7 +168,7 @@ class Pipeline:
         steps.check_data(cfg)
         # wait=True: a second `sci2i run` on this folder waits for the first, then finds its phases done
         self.rundir = RunDir(cfg, self.out, enabled=is_main_process(), wait=True)
-        data_fp = fingerprint(cfg.data, cfg.run.seed)
+        data_fp = data_fingerprint(cfg, world_size())
 
         # (a) warm-up: M0
         wcfg = warmup_config(cfg)
