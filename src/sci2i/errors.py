@@ -5,14 +5,13 @@ Each message names the file or key at fault and says how to fix it.
 
 from sci2i.config.loader import ConfigError
 
+
 class UserError(RuntimeError):
     """Base class for problems with the user's input (data, files, options)."""
 
+
 class DataError(UserError):
     """A dataset root, split or file that is missing, unreadable or malformed."""
-
-UserError.register = None  # type: ignore[attr-defined]  # (no ABC registration; plain classes)
-
 
 
 def __getattr__(name: str):

@@ -37,7 +37,7 @@ from typing import Any, Optional
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from sci2i.data.datasets import ConcatSegDataset, SegmentationDataset, to_tensors
+from sci2i.data.datasets import ConcatSegDataset, SegmentationDataset, transformed_item
 from sci2i.data.transforms import resize_image, resize_label, scaled_size
 from sci2i.data.wrapper import DatasetWrapper
 from sci2i.data.workers import worker_count, worker_init
@@ -131,15 +131,8 @@ class CachedResizeDataset(DatasetWrapper):
         return image, label
 
     def get(self, index: int, rng: Optional[np.random.Generator] = None) -> dict:
-        ds = self.dataset
         image, label = self.read(index)
-        if ds.transform is not None:
-            image, label = ds.transform(image, label, rng=rng)
-        img_t, lbl_t = to_tensors(image, label)
-        item = {"image": img_t, "name": ds.samples[index][2]}
-        if lbl_t is not None:
-            item["label"] = lbl_t
-        return item
+        return transformed_item(image, label, self.dataset.transform, self.dataset.samples[index][2], rng)
 
     def __getitem__(self, index: int) -> dict:
         return self.get(index)

@@ -184,13 +184,19 @@ class SegmentationDataset(Dataset):
 
     def get(self, index: int, rng: Optional[np.random.Generator] = None) -> dict:
         image, label = self.read(index)
-        if self.transform is not None:
-            image, label = self.transform(image, label, rng=rng)
-        img_t, lbl_t = to_tensors(image, label)
-        item = {"image": img_t, "name": self.samples[index][2]}
-        if lbl_t is not None:
-            item["label"] = lbl_t
-        return item
+        return transformed_item(image, label, self.transform, self.samples[index][2], rng)
+
+
+def transformed_item(image: np.ndarray, label: Optional[np.ndarray], transform: Optional[Transform],
+                     name: str, rng: Optional[np.random.Generator] = None) -> dict:
+    """A dataset item (module docstring) from a raw image and label: ``transform``, then tensors."""
+    if transform is not None:
+        image, label = transform(image, label, rng=rng)
+    img_t, lbl_t = to_tensors(image, label)
+    item = {"image": img_t, "name": name}
+    if lbl_t is not None:
+        item["label"] = lbl_t
+    return item
 
 
 def with_pseudo_labels(
@@ -229,6 +235,18 @@ def _paired_samples(
     return samples, missing
 
 
+def _source_pairs(root: str | Path, images: str, labels: str, label_root: str | Path | None, what: str,
+                  layout: str) -> tuple[Path, list[tuple[Path, Optional[Path], str]], list[str]]:
+    """A source root's (image, label, name) pairs and the images without label, from its
+    ``images`` and ``labels`` folders; the labels optionally from another root (``label_root``)."""
+    root = _require_dir(Path(root), f"{what} root", layout)
+    image_dir = _require_dir(root / images, f"{what} {images} folder", layout)
+    label_dir = _require_dir(Path(label_root if label_root is not None else root) / labels,
+                             f"{what} {labels} folder", layout)
+    samples, missing = _paired_samples(image_dir, label_dir, root)
+    return root, samples, missing
+
+
 class GTA5Dataset(SegmentationDataset):
     """GTA5: ``images/NNNNN.png`` with ``labels/NNNNN.png`` palette PNGs (index = labelId).
 
@@ -247,11 +265,7 @@ class GTA5Dataset(SegmentationDataset):
     ) -> None:
         """``label_root`` (optional) reads ``labels/`` from another GTA5-layout root, e.g. the
         source dataset for a folder of translated images that has no ``labels/``."""
-        root = _require_dir(Path(root), "GTA5 root", GTA5_LAYOUT)
-        image_dir = _require_dir(root / "images", "GTA5 images folder", GTA5_LAYOUT)
-        label_base = Path(label_root) if label_root is not None else root
-        label_dir = _require_dir(label_base / "labels", "GTA5 labels folder", GTA5_LAYOUT)
-        samples, missing = _paired_samples(image_dir, label_dir, root)
+        root, samples, missing = _source_pairs(root, "images", "labels", label_root, "GTA5", GTA5_LAYOUT)
         if max_images > 0:
             samples = samples[:max_images]
         good, bad = [], []
@@ -282,11 +296,7 @@ class SynthiaDataset(SegmentationDataset):
         label_root: str | Path | None = None,
     ) -> None:
         """``label_root`` as in :class:`GTA5Dataset` (reads ``GT/LABELS`` from there)."""
-        root = _require_dir(Path(root), "SYNTHIA root", SYNTHIA_LAYOUT)
-        image_dir = _require_dir(root / "RGB", "SYNTHIA RGB folder", SYNTHIA_LAYOUT)
-        label_base = Path(label_root) if label_root is not None else root
-        label_dir = _require_dir(label_base / "GT" / "LABELS", "SYNTHIA GT/LABELS folder", SYNTHIA_LAYOUT)
-        samples, missing = _paired_samples(image_dir, label_dir, root)
+        root, samples, missing = _source_pairs(root, "RGB", "GT/LABELS", label_root, "SYNTHIA", SYNTHIA_LAYOUT)
         if missing:
             warn_once(log, "SYNTHIA %s: skipping %d images without label: %s", root, len(missing), _shorten(missing))
         super().__init__(root, samples, read_synthia_label, transform, max_images)
