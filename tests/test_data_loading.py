@@ -13,6 +13,7 @@ from sci2i.config.schema import DataConfig
 from sci2i.data import build as B
 from sci2i.data import GTA5Dataset, SkipBadSamples, pseudo_label_path
 from sci2i.data.datasets import image_stem
+from sci2i.data.stream import infinite_loader
 from sci2i.errors import DataError
 
 
@@ -31,7 +32,7 @@ def _epochs(loader, batches_per_epoch, epochs):
 
 def test_infinite_loader_covers_each_epoch_and_reshuffles(tmp_path):
     write_gta5(tmp_path, n=4)
-    loader = B.infinite_loader(GTA5Dataset(tmp_path), batch_size=2, num_workers=0, seed=0)
+    loader = infinite_loader(GTA5Dataset(tmp_path), batch_size=2, num_workers=0, seed=0)
     epochs = _epochs(loader, 2, 4)
     for names in epochs:
         assert sorted(names) == [f"images/{k:05d}.png" for k in range(1, 5)]
@@ -44,9 +45,9 @@ def test_loader_is_deterministic_and_independent_of_workers(tmp_path):
     cfg = _cfg(source_root=str(tmp_path))
     write_gta5(tmp_path, n=5)
     ds = B.build_source_dataset(cfg, train=True)
-    a = list(islice(B.infinite_loader(ds, 2, num_workers=0, seed=7), 4))
-    b = list(islice(B.infinite_loader(ds, 2, num_workers=2, seed=7), 4))
-    c = list(islice(B.infinite_loader(ds, 2, num_workers=0, seed=8), 4))
+    a = list(islice(infinite_loader(ds, 2, num_workers=0, seed=7), 4))
+    b = list(islice(infinite_loader(ds, 2, num_workers=2, seed=7), 4))
+    c = list(islice(infinite_loader(ds, 2, num_workers=0, seed=8), 4))
     for x, y in zip(a, b):
         assert x["name"] == y["name"]
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
@@ -74,7 +75,7 @@ def test_bad_files_are_skipped_counted_and_reported(tmp_path, caplog):
     corrupt(w.image_paths[4], "truncate")  # headers intact: only found when read
     ds = SkipBadSamples(GTA5Dataset(tmp_path), max_bad_files=2)
     with caplog.at_level(logging.WARNING, logger="sci2i"):
-        batches = list(islice(B.infinite_loader(ds, 3, num_workers=0, seed=0), 6))
+        batches = list(islice(infinite_loader(ds, 3, num_workers=0, seed=0), 6))
     assert all(b["image"].shape[0] == 3 for b in batches)
     seen = {n for b in batches for n in b["name"]}
     assert "images/00003.png" not in seen and "images/00005.png" not in seen
@@ -87,7 +88,7 @@ def test_too_many_bad_files_stop_the_run(tmp_path):
     w = write_gta5(tmp_path, n=6)
     for k in (0, 2, 4):
         corrupt(w.image_paths[k], "truncate")
-    loader = B.infinite_loader(GTA5Dataset(tmp_path), 2, num_workers=0, seed=0, max_bad_files=2)
+    loader = infinite_loader(GTA5Dataset(tmp_path), 2, num_workers=0, seed=0, max_bad_files=2)
     with pytest.raises(DataError, match="max_bad_files=2"):
         list(islice(loader, 12))
 
@@ -173,7 +174,7 @@ def test_unset_roots_explain_the_fix(key, env):
 def test_batch_larger_than_dataset_is_an_error(tmp_path):
     write_gta5(tmp_path, n=2)
     with pytest.raises(DataError, match="batch_size=3"):
-        B.infinite_loader(GTA5Dataset(tmp_path), 3, num_workers=0, seed=0)
+        infinite_loader(GTA5Dataset(tmp_path), 3, num_workers=0, seed=0)
 
 
 def test_workers_start_after_the_main_process_used_opencv_threads(tmp_path):
@@ -187,7 +188,7 @@ def test_workers_start_after_the_main_process_used_opencv_threads(tmp_path):
     script = f"""
 import cv2, numpy as np
 from sci2i.data.datasets import GTA5Dataset
-from sci2i.train.sample_stream import SampleStream
+from sci2i.data.stream import SampleStream
 img = np.random.rand(2048, 2048, 3).astype(np.float32)
 for _ in range(3):
     cv2.resize(img, (1024, 1024), interpolation=cv2.INTER_AREA)  # OpenCV's pool, in this process

@@ -8,7 +8,7 @@
   ``--seg-phase a`` drops G(x_s) (phase (a): source + target).
 * ``i2i``: :meth:`I2ITrainer.step_on_batch` (G(x_s) and trunk features once, D-step, G-step, EMA
   of G) on fixed batches with pre-computed pseudo labels.
-* ``data``: the trainers' own input pipeline (:class:`~sci2i.train.sample_stream.SampleStream`
+* ``data``: the trainers' own input pipeline (:class:`~sci2i.data.stream.SampleStream`
   over the datasets of :mod:`sci2i.data.build`: decode, resize, crop, flip in DataLoader
   workers), one source and one target stream taking ``batch`` images each per step, plus the
   host-to-device copy on CUDA. Data: ``--data-root`` (a toy-city folder with ``source/`` and
@@ -262,7 +262,7 @@ def seg_forward_workload(cfg: Config, device: torch.device, concat: bool) -> Wor
 def data_workload(cfg: Config, device: torch.device, tmp: Path, profile: Profile,
                   data_root: Optional[str], n_images: int, cache: bool) -> Workload:
     from sci2i.data.build import build_source_dataset, build_target_dataset
-    from sci2i.train.sample_stream import SampleStream
+    from sci2i.data.stream import SampleStream
 
     data = cfg.data
     if data_root:

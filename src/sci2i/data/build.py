@@ -5,8 +5,8 @@
   for evaluation), plus ``data.target_extra_dirs`` (e.g. ``leftImg8bit_sequence/train``, the
   paper's unlabelled I2I target set) when unlabelled train images are asked for.
 * :func:`build_translated_dataset`: ``G(x_s)`` with ``y_s``, written by ``sci2i translate``.
-* :func:`infinite_loader`: batches forever, reshuffled every epoch, sharded per rank, with
-  bad files skipped (see :mod:`sci2i.data.robust`).
+* :class:`SeededSampler`: the sample order and augmentation seeds of every training stream
+  (:mod:`sci2i.data.stream`), sharded per rank.
 
 Training datasets (``train=True``) use the training transform, read through the resize cache
 of :mod:`sci2i.data.cache` when ``data.cache_dir`` is set, and come wrapped in
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from sci2i.config.schema import DataConfig
@@ -42,9 +41,8 @@ from sci2i.data.datasets import (
 )
 from sci2i.data.cache import with_resize_cache
 from sci2i.data.custom import SOURCE_SPLIT, dataset_from_file, is_dataset_file
-from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
+from sci2i.data.robust import SkipBadSamples
 from sci2i.data.transforms import EvalTransform, TrainTransform
-from sci2i.data.workers import worker_count, worker_init  # noqa: F401 (used here, and imported from here)
 from sci2i.errors import DataError
 from sci2i.utils.log_once import log_once
 
@@ -228,60 +226,3 @@ class SeededSampler(Sampler):
         return iter(zip(indices, (int(s) for s in seeds)))
 
 
-def _collate_reporting(items: list[dict]) -> tuple[dict, list[str]]:
-    """default_collate of the items, plus the skipped-file messages they carried."""
-    skipped = [msg for item in items for msg in item.pop(SKIPPED_KEY, [])]
-    return default_collate(items), skipped
-
-
-def infinite_loader(
-    dataset: Dataset,
-    batch_size: int,
-    num_workers: int,
-    seed: int,
-    pin_memory: bool = False,
-    drop_last: bool = True,
-    max_bad_files: Optional[int] = None,
-) -> Iterator[dict]:
-    """Yield collated batches forever: reshuffled each epoch, sharded per rank, bad files skipped.
-
-    Batches are dicts as the dataset's items, with a leading batch dimension (``name`` becomes a
-    list). Workers are persistent when ``num_workers > 0``. Bad files are skipped as described
-    in :mod:`sci2i.data.robust`; the limit is ``max_bad_files``, else that of a dataset already
-    wrapped in :class:`SkipBadSamples` (``build_*(train=True)``), else 20. The order and the
-    augmentation depend only on ``seed`` (and the rank), not on ``num_workers``.
-    """
-    inner = dataset.dataset if isinstance(dataset, SkipBadSamples) else dataset
-    limit = max_bad_files if max_bad_files is not None else getattr(dataset, "max_bad_files", 20)
-    wrapped = SkipBadSamples(inner, limit, attach_skipped=True)
-    sampler = SeededSampler(wrapped, seed, drop_last=drop_last)
-    workers = worker_count(num_workers)
-    if drop_last and len(sampler) < batch_size:
-        raise DataError(
-            f"{len(sampler)} samples per process but batch_size={batch_size} with drop_last: "
-            f"no batch can be formed from {inner!r}"
-        )
-    loader = DataLoader(
-        wrapped,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=_collate_reporting,
-        pin_memory=pin_memory,
-        drop_last=drop_last,
-        persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=worker_init if workers > 0 else None,
-    )
-    return _forever(loader, sampler, BadFileLedger(limit))
-
-
-def _forever(loader: DataLoader, sampler: SeededSampler, ledger: BadFileLedger) -> Iterator[dict]:
-    epoch = 0
-    while True:
-        sampler.set_epoch(epoch)
-        for batch, skipped in loader:
-            for message in skipped:
-                ledger.report(message)
-            yield batch
-        epoch += 1

@@ -123,7 +123,7 @@ class SegmentationDataset(Dataset):
     """List of (image, optional label, name) samples read with a label reader and a transform.
 
     ``get(index, rng)`` lets a sampler pass the random generator of a sample explicitly
-    (see :func:`sci2i.data.build.infinite_loader`); ``dataset[index]`` uses
+    (see :func:`sci2i.data.stream.infinite_loader`); ``dataset[index]`` uses
     :func:`sci2i.data.transforms.default_rng`.
     """
 

@@ -7,7 +7,7 @@ of the wrong size. :class:`SkipBadSamples` wraps a dataset: when reading a sampl
 DataError. Evaluation datasets are never wrapped: a bad validation file must stop scoring.
 
 With DataLoader workers each worker holds its own copy of the wrapper, so
-:func:`sci2i.data.build.infinite_loader` sets ``attach_skipped=True``: skipped-file messages
+:func:`sci2i.data.stream.infinite_loader` sets ``attach_skipped=True``: skipped-file messages
 then travel with the batch to the main process, which keeps the one global count.
 """
 

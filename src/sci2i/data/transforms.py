@@ -14,7 +14,7 @@ neighbour (``INTER_NEAREST_EXACT``), so the two grids stay aligned.
 Randomness comes from the ``rng`` argument (a ``numpy.random.Generator``). When it is omitted,
 one is seeded from torch's global generator, which torch seeds per DataLoader worker; the
 result is therefore reproducible under ``torch.manual_seed`` and differs between workers.
-:func:`sci2i.data.build.infinite_loader` passes an explicit per-sample generator instead.
+:func:`sci2i.data.stream.infinite_loader` passes an explicit per-sample generator instead.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from sci2i.data.datasets import CityscapesDataset, image_stem
+from sci2i.data.workers import worker_count, worker_init
 from sci2i.data.io import list_images, read_label_ids
 from sci2i.errors import DataError
 from sci2i.eval.export import LABEL_IDS_DIR, save_prediction
@@ -103,7 +104,6 @@ def evaluate_segmenter(
                          f"of its own ({', '.join(names)}) is scored with class_set={ALL_CLASSES!r}")
     device = torch.device(device)
     cm = ConfusionMatrix(len(names), device=device, class_names=names)
-    from sci2i.data.build import worker_count, worker_init  # (workers leave SIGINT/SIGTERM to this process)
 
     workers = worker_count(num_workers)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers,

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from sci2i.config import Config
-from sci2i.data.build import build_target_dataset, infinite_loader
+from sci2i.data.build import build_target_dataset
+from sci2i.data.stream import infinite_loader
 from sci2i.eval.evaluator import evaluate_segmenter
 from sci2i.labels import IGNORE_INDEX
 from sci2i.infer.segmenter import load_segmenter, predict_logits, save_segmenter

@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from sci2i.config import config_from_yaml_text, load_config
-from sci2i.data.build import worker_count, worker_init
+from sci2i.data.workers import worker_count, worker_init
 from sci2i.data.datasets import pseudo_label_path, to_tensors
 from sci2i.data.robust import BadFileLedger
 from sci2i.data.transforms import EvalTransform

@@ -26,7 +26,7 @@ logging, samples every ``i2i.sample_every`` steps, graceful stop) is
 :class:`~sci2i.train.loop.Trainer`'s, as for the segmentation trainer. Resuming is exact: a
 checkpoint holds G, EMA-G, D's trainable parts, both optimisers (and AMP scalers), the step, both
 guards, all RNG states and the resolved config; the data streams
-(:class:`sci2i.train.sample_stream.SampleStream`) restart at sample ``step · batch_size``.
+(:class:`sci2i.data.stream.SampleStream`) restart at sample ``step · batch_size``.
 
 Paper -> code: G -> ``trainer.G``, EMA of G -> ``trainer.G_ema``, D -> ``trainer.D``,
 L^D -> ``Loss/D/total``, L^G -> ``Loss/G/total`` (see :mod:`sci2i.losses.i2i` for the terms).
@@ -66,7 +66,7 @@ from sci2i.train.loop import (
     prepare_model,
     stream_seed,
 )
-from sci2i.train.sample_stream import SampleStream
+from sci2i.data.stream import SampleStream
 from sci2i.train.schedules import linear_ramp
 from sci2i.infer.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS
 from sci2i.utils import distributed as dist_utils

@@ -46,7 +46,7 @@ L_FS,seg is one CE: the supervised term weighs twice as much against λ_con in p
 in the paper.
 
 Exact resumption: the lr, λ_con, the EMA decay and the batch composition are functions of the
-step; each data stream (:class:`~sci2i.train.sample_stream.SampleStream`) restarts at the
+step; each data stream (:class:`~sci2i.data.stream.SampleStream`) restarts at the
 number of samples consumed so far; RNG states, the optimiser and both networks are in the
 checkpoint. A resumed run therefore takes the same next step as an uninterrupted one.
 """
@@ -90,7 +90,7 @@ from sci2i.train.loop import (
     stream_seed,
 )
 from sci2i.train.perturb import Perturbation
-from sci2i.train.sample_stream import SampleStream
+from sci2i.data.stream import SampleStream
 from sci2i.train.schedules import ema_decay_at, exponential_lr, lambda_con_at
 from sci2i.utils.checkpoint import load_state_dict_strict
 from sci2i.utils.distributed import barrier, init_distributed, is_main_process, wrap_ddp

@@ -1,13 +1,13 @@
 """Resumable streams of training samples: sample k of a stream is a function of (seed, k).
 
-:func:`sci2i.data.build.infinite_loader` yields whole batches from the start of its stream.
-A training loop that draws a *varying* number of images per step from several datasets (phase
-(c): ``x_s`` and ``G(x_s)`` in a 50/50 mix; the target only once λ_con > 0), and that must
-resume bit-exactly from a checkpoint, needs single samples from an arbitrary position instead.
-:class:`SampleStream` gives that, with the same sample order and per-sample augmentation seeds
-as ``infinite_loader`` (:class:`sci2i.data.build.SeededSampler`: the order of epoch ``e`` and
-each sample's transform seed depend only on ``(seed, e, rank, position)``), the same bad-file
-skipping (:mod:`sci2i.data.robust`), and DataLoader workers prefetching ahead.
+The one loader path of every training loop. A loop that draws a *varying* number of images per
+step from several datasets (phase (c): ``x_s`` and ``G(x_s)`` in a 50/50 mix; the target only
+once λ_con > 0), and that must resume bit-exactly from a checkpoint, needs single samples from
+an arbitrary position: :class:`SampleStream` gives that, in the order of
+:class:`sci2i.data.build.SeededSampler` (the order of epoch ``e`` and each sample's transform
+seed depend only on ``(seed, e, rank, position)``, not on the number of workers), with bad files
+skipped (:mod:`sci2i.data.robust`) and DataLoader workers prefetching ahead.
+:func:`infinite_loader` is the same stream taken a fixed batch at a time (the linear probe).
 
 ``stream.take(n)`` returns the next ``n`` items collated (``None`` for ``n = 0``);
 ``SampleStream(..., start=k)`` starts at sample ``k``, so a resumed run that knows how many
@@ -22,8 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from sci2i.data.build import SeededSampler, worker_count, worker_init
+from sci2i.data.build import SeededSampler
 from sci2i.data.robust import SKIPPED_KEY, BadFileLedger, SkipBadSamples
+from sci2i.data.workers import worker_count, worker_init
+from sci2i.errors import DataError
 
 
 class _SamplerFrom(Sampler):
@@ -49,7 +51,10 @@ def _identity(item: dict) -> dict:
 
 
 class SampleStream:
-    """Single training samples forever, from sample ``start`` of the ``seed``-ed order."""
+    """Single training samples forever, from sample ``start`` of the ``seed``-ed order.
+
+    ``samples_per_epoch`` is this process's share of the dataset (sharded under torchrun).
+    """
 
     def __init__(self, dataset: Dataset, seed: int, num_workers: int = 0, start: int = 0,
                  pin_memory: bool = False, max_bad_files: Optional[int] = None) -> None:
@@ -58,7 +63,10 @@ class SampleStream:
         wrapped = SkipBadSamples(inner, limit, attach_skipped=True)
         self.ledger = BadFileLedger(limit)
         self.consumed = start
-        sampler = _SamplerFrom(SeededSampler(wrapped, seed, drop_last=True), start)
+        base = SeededSampler(wrapped, seed, drop_last=True)
+        self.samples_per_epoch = len(base)
+        self.dataset = inner
+        sampler = _SamplerFrom(base, start)
         workers = worker_count(num_workers)
         self._loader = DataLoader(
             wrapped, batch_size=None, sampler=sampler, num_workers=workers,
@@ -91,3 +99,27 @@ class SampleStream:
         shutdown = getattr(it, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+
+def infinite_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int,
+                    pin_memory: bool = False, max_bad_files: Optional[int] = None) -> Iterator[dict]:
+    """Collated batches of ``batch_size`` forever: a :class:`SampleStream` from its start.
+
+    Batches are dicts as the dataset's items, with a leading batch dimension (``name`` becomes a
+    list). Bad files are skipped; the limit is ``max_bad_files``, else that of a dataset already
+    wrapped in :class:`SkipBadSamples` (``build_*(train=True)``), else 20. A dataset whose share
+    per process is smaller than one batch is an error.
+    """
+    stream = SampleStream(dataset, seed, num_workers, 0, pin_memory, max_bad_files)
+    if stream.samples_per_epoch < batch_size:
+        raise DataError(f"{stream.samples_per_epoch} samples per process but batch_size={batch_size}: "
+                        f"no batch can be formed from {stream.dataset!r}")
+    return _batches(stream, batch_size)
+
+
+def _batches(stream: SampleStream, batch_size: int) -> Iterator[dict]:
+    try:
+        while True:
+            yield stream.take(batch_size)
+    finally:
+        stream.close()
