@@ -2,7 +2,6 @@
 
 KID is the squared maximum mean discrepancy between two sets of image features under the
 polynomial kernel ``k(a, b) = (a·b / d + 1)³`` (d = feature width), estimated without bias:
-
     MMD²_u = 1/(m(m−1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n−1)) Σ_{i≠j} k(y_i, y_j) − 2/(mn) Σ_{i,j} k(x_i, y_j)
 
 (:func:`mmd2_unbiased`). As in the KID paper (and torch-fidelity, torchmetrics) it is averaged
@@ -34,6 +33,14 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 from torch import nn
+
+from sci2i.data.build import build_source_dataset, build_target_dataset
+from sci2i.data.io import read_rgb
+from sci2i.data.transforms import resize_image, scaled_size
+from sci2i.models.backbones import FrozenTrunk, _load_vgg16
+from sci2i.models.efficientnet import PACKAGE_NORM, build_efficientnet_lite0
+from sci2i.models.input_norm import InputNorm
+from sci2i.models.vgg16 import vgg16_conv5
 
 log = logging.getLogger("sci2i")
 
@@ -87,7 +94,6 @@ class _LiteHeadFeatures(nn.Module):
 
     def __init__(self, weights: str) -> None:
         super().__init__()
-        from sci2i.models.efficientnet import build_efficientnet_lite0
 
         net = build_efficientnet_lite0(weights)
         net._fc = nn.Identity()  # the classifier is not used
@@ -102,10 +108,6 @@ class KIDFeatures(nn.Module):
 
     def __init__(self, trunk: str = "efficientnet_lite0", weights: str = "package") -> None:
         super().__init__()
-        from sci2i.models.backbones import FrozenTrunk, _load_vgg16
-        from sci2i.models.efficientnet import PACKAGE_NORM
-        from sci2i.models.input_norm import InputNorm
-        from sci2i.models.vgg16 import vgg16_conv5
 
         # Building a network initialises its layers from torch's global RNG before the weights
         # are loaded: restore it, so that a training run that measures KID draws what it would
@@ -157,8 +159,6 @@ def spread_indices(n: int, k: int) -> list[int]:
 
 def read_image(path, long_side: int = 0) -> torch.Tensor:
     """An image file as (3, H, W) RGB in [0, 1], its longer side rescaled to ``long_side`` (0: as is)."""
-    from sci2i.data.io import read_rgb
-    from sci2i.data.transforms import resize_image, scaled_size
 
     image = read_rgb(path)
     if long_side > 0:
@@ -223,7 +223,6 @@ def kid_monitor(cfg, device) -> Optional[KIDMonitor]:
     n = cfg.i2i.kid_images
     if n <= 0:
         return None
-    from sci2i.data.build import build_source_dataset, build_target_dataset
 
     src = build_source_dataset(cfg.data, train=False)
     trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=False)

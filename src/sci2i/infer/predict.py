@@ -13,7 +13,6 @@
   images, optionally in overlapping sliding windows (for images larger than what the model
   should see at once) and averaged with the horizontal flip.
 * :func:`predict_images` runs the whole thing and writes, per image, below ``out_dir``:
-
   ====================  =========================================================
   ``<name>_color.png``  prediction in the class palette (no class: black)
   ``<name>_overlay.jpg`` the palette blended over the image (``overlay_alpha``)
@@ -41,20 +40,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
+from tqdm import tqdm
 
 from sci2i.data.io import IMAGE_EXTENSIONS, list_images, read_rgb
 from sci2i.data.transforms import resize_image, scaled_size
 from sci2i.errors import UserError
-from sci2i.labels import (
-    CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, SYNTHIA16_TRAIN_IDS, train_ids_to_label_ids,
-)
 from sci2i.infer.segmenter import META_KEY, WEIGHTS_NAME, load_segmenter, segmenter_config
 from sci2i.infer.translate import GENERATOR_CONFIG, GENERATOR_WEIGHTS  # to recognise a generator
+from sci2i.labels import (
+    CLASS_COLORS,
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    SYNTHIA16_TRAIN_IDS,
+    train_ids_to_label_ids,
+)
 from sci2i.utils.checkpoint import CheckpointError, load_state
+from sci2i.utils.runtime import amp_dtype, resolve_device
 
 log = logging.getLogger("sci2i")
 
@@ -85,8 +93,6 @@ class VideoInput:
     prefix: str
 
     def frame_count(self) -> int:
-        import cv2
-
         cap = cv2.VideoCapture(str(self.path))
         try:
             return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
@@ -94,8 +100,6 @@ class VideoInput:
             cap.release()
 
     def frames(self) -> Iterator[tuple[str, np.ndarray]]:
-        import cv2
-
         cap = cv2.VideoCapture(str(self.path))
         try:
             k = 0
@@ -264,8 +268,6 @@ def check_segmenter_path(path: str | Path) -> Path:
         raise CheckpointError(f"{path} is not a checkpoint (neither a safetensors file nor a torch "
                               f"checkpoint). Pass {CHECKPOINT_KINDS}.")
     if kind == "safetensors":
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -484,7 +486,6 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir
                    options: Optional[PredictOptions] = None) -> dict:
     """Predict every image, folder, glob and video of ``inputs`` with the segmenter at
     ``checkpoint``; write the outputs below ``out_dir``. Returns a summary dict."""
-    from sci2i.utils.runtime import amp_dtype, resolve_device
 
     opts = options or PredictOptions()
     if opts.window < 0 or opts.batch_size < 1 or not 0 <= opts.overlay_alpha <= 1:
@@ -503,8 +504,6 @@ def predict_images(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir
     show = sys.stderr.isatty() if opts.progress is None else opts.progress
     bar = None
     if show:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, desc="predict", unit="img")
     out_dir = Path(out_dir)
     n = 0

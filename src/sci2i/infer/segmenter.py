@@ -24,14 +24,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from sci2i.config import config_from_yaml_text, load_config
-from sci2i.data.workers import worker_count, worker_init
+from sci2i.config.schema import DataConfig
+from sci2i.data.build import build_target_dataset
+from sci2i.data.custom import check_class_names
 from sci2i.data.datasets import pseudo_label_path, to_tensors
 from sci2i.data.robust import BadFileLedger
 from sci2i.data.transforms import EvalTransform
+from sci2i.data.workers import worker_count, worker_init
 from sci2i.errors import DataError
+from sci2i.eval.evaluator import evaluate_segmenter
+from sci2i.labels import ALL_CLASSES, CLASS_NAMES
 from sci2i.models.deeplab import DeepLabV2
 from sci2i.models.input_norm import InputNorm
 from sci2i.utils.checkpoint import (
@@ -42,6 +49,9 @@ from sci2i.utils.checkpoint import (
     load_weights,
     save_weights,
 )
+from sci2i.utils.distributed import unwrap
+from sci2i.utils.progress import on_terminal
+from sci2i.utils.runtime import amp_dtype, resolve_device
 
 log = logging.getLogger("sci2i")
 
@@ -78,7 +88,6 @@ def build_from_meta(meta: dict) -> DeepLabV2:
 
 def save_segmenter(model: DeepLabV2, path: str | Path, config_yaml: str = "") -> Path:
     """``path`` (.safetensors) with the architecture in its metadata; config YAML beside it."""
-    from sci2i.utils.distributed import unwrap
 
     model = unwrap(model)  # type: ignore[assignment]
     path = Path(path)
@@ -89,8 +98,6 @@ def save_segmenter(model: DeepLabV2, path: str | Path, config_yaml: str = "") ->
 
 
 def _safetensors_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -199,11 +206,8 @@ def write_pseudo_labels(
     loader = DataLoader(_FullSizeItems(dataset, long_side), batch_size=1, num_workers=workers,
                         worker_init_fn=worker_init if workers > 0 else None)
     items = loader
-    from sci2i.utils.progress import on_terminal
 
     if on_terminal(progress):  # a bar on a terminal only, never in a log file
-        from tqdm import tqdm
-
         items = tqdm(loader, total=len(dataset), desc="pseudo-label", leave=False)
     n = 0
     for item in items:
@@ -260,12 +264,6 @@ def evaluate_checkpoint(
     The input scale is ``long_side``, else the ``data.eval_long_side`` the model was trained
     with, else 1024; logits are upsampled to the full label resolution by the evaluator.
     """
-    from sci2i.config.schema import DataConfig
-    from sci2i.data.build import build_target_dataset
-    from sci2i.data.custom import check_class_names
-    from sci2i.eval.evaluator import evaluate_segmenter
-    from sci2i.labels import ALL_CLASSES, CLASS_NAMES
-    from sci2i.utils.runtime import amp_dtype, resolve_device
 
     dev = resolve_device(device)
     model = load_segmenter(checkpoint, dev)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sci2i.config import Config
+from sci2i.data.custom import run_class_set
 from sci2i.eval.metrics import format_iou_rows, headline_metrics
 from sci2i.figures.report import per_class_bars, prediction_figure, training_curves
 from sci2i.utils.rundir import git_revision
@@ -104,7 +105,6 @@ def _steps_and_kid_lines(summary: dict) -> list[str]:
 
 def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict] = None) -> Path:
     """Write ``out/report.md`` (and its figures) from the pipeline summary."""
-    from sci2i.data.custom import run_class_set
 
     class_set = run_class_set(cfg.data)  # "all" for a dataset file with classes of its own
     metrics = headline_metrics(class_set)

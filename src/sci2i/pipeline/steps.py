@@ -12,17 +12,19 @@ import logging
 from pathlib import Path
 
 from sci2i.config import Config, ConfigError
-from sci2i.data.build import build_source_dataset, build_target_dataset
+from sci2i.data.build import build_source_dataset, build_target_dataset, build_translated_dataset
 from sci2i.data.custom import is_dataset_file, run_class_set, source_images
 from sci2i.data.io import verify_image_file
 from sci2i.errors import UserError
-from sci2i.models.backbones import build_backbone, build_trunk
+from sci2i.eval.kid import KIDFeatures
+from sci2i.eval.kid import translation_kid as kid_of_sets
 from sci2i.infer.segmenter import load_segmenter
 from sci2i.infer.segmenter import write_pseudo_labels as write_labels
+from sci2i.infer.translate import load_generator, translate_dataset
+from sci2i.models.backbones import build_backbone, build_trunk
 from sci2i.toycity import generate, read_manifest
 from sci2i.train.i2i import train_i2i as i2i_training
 from sci2i.train.mean_teacher import train_segmentation as seg_training
-from sci2i.infer.translate import load_generator, translate_dataset
 from sci2i.utils.locks import folder_lock
 from sci2i.utils.runtime import amp_dtype, resolve_device
 
@@ -159,8 +161,6 @@ def translate_source(generator: str, cfg: Config, folder: Path, progress: bool =
 def translation_kid(translated_root: str, cfg: Config, folder: Path) -> dict:
     """KID of x_s and of G(x_s) against the target train images (sci2i.eval.kid), features of
     the discriminator's ImageNet trunk, every image at ``data.eval_long_side``."""
-    from sci2i.data.build import build_translated_dataset
-    from sci2i.eval.kid import KIDFeatures, translation_kid as kid_of_sets
 
     device = resolve_device(cfg.perf.device)
     extractor = KIDFeatures(cfg.discriminator.trunk, cfg.discriminator.trunk_weights).to(device)
