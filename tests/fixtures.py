@@ -254,3 +254,29 @@ def corrupt(path: str | Path, mode: str = "truncate", seed: int = 0) -> None:
         path.write_bytes(b"")
     else:
         raise ValueError(f"unknown corruption mode {mode!r}")
+
+
+#: A tiny run of the whole pipeline (``sci2i run`` on a YAML file holding it): EfficientNet-Lite0
+#: without weights, a small generator and discriminator, two steps per training phase.
+TINY_RUN = {
+    "name": "tiny",
+    "data": {"long_side": 64, "crop_size": 32, "eval_long_side": 64, "num_workers": 0},
+    "model": {"backbone": "efficientnet_lite0", "weights": ""},
+    "discriminator": {"trunk": "efficientnet_lite0", "trunk_weights": "", "channels": 16},
+    "generator": {"channels": [8, 8, 16, 16], "latent_dim": 16, "style_dim": 16, "mapping_layers": 2},
+    "seg": {"steps": 2, "con_start": 1, "eval_every": 0, "log_every": 1},
+    "i2i": {"steps": 2, "log_every": 1, "sample_every": 1},
+    "run": {"checkpoint_every": 1, "deterministic": True},
+}
+
+
+def tiny_seg_overrides(data: Path) -> list[str]:
+    """``key=value`` overrides of a tiny mean-teacher run on ``data/gta`` (GTA5) and ``data/cs``
+    (Cityscapes), 64-pixel images, batch 2, no checkpoint before step 100."""
+    return [
+        "model.backbone=efficientnet_lite0", "model.aspp_rates=[1,2,3,4]",
+        f"data.source_root={data / 'gta'}", f"data.target_root={data / 'cs'}",
+        "data.long_side=64", "data.crop_size=32", "data.eval_long_side=64", "data.num_workers=0",
+        "seg.batch_size=2", "seg.lr=1e-3", "seg.con_start=1", "seg.log_every=2",
+        "seg.eval_every=0", "run.checkpoint_every=100", "run.deterministic=true", "perf.device=cpu",
+    ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import write_cityscapes, write_gta5
+from fixtures import tiny_seg_overrides, write_cityscapes, write_gta5
 
 from sci2i.config import ConfigError, load_config
 from sci2i.train.augment import PlainAugmentation, lower_contrast, random_greyscale
@@ -26,14 +26,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def _cfg(data: Path, *extra: str):
-    return load_config(None, [
-        "model.backbone=efficientnet_lite0", "model.aspp_rates=[1,2,3,4]",
-        f"data.source_root={data / 'gta'}", f"data.target_root={data / 'cs'}",
-        "data.long_side=64", "data.crop_size=32", "data.eval_long_side=64", "data.num_workers=0",
-        "seg.batch_size=2", "seg.lr=1e-3", "seg.con_start=1", "seg.log_every=2", "seg.lambda_con=0",
-        "seg.eval_every=0", "run.checkpoint_every=100", "run.deterministic=true", "perf.device=cpu",
-        *extra,
-    ])
+    return load_config(None, [*tiny_seg_overrides(data), "seg.lambda_con=0", *extra])
 
 
 # ----------------------------------------------------------------------------- the augmentation

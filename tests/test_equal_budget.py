@@ -7,21 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fixtures import TINY_RUN
 from sci2i.cli import main as cli
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "name": "tiny",
-    "data": {"long_side": 64, "crop_size": 32, "eval_long_side": 64, "num_workers": 0},
-    "model": {"backbone": "efficientnet_lite0", "weights": ""},
-    "discriminator": {"trunk": "efficientnet_lite0", "trunk_weights": "", "channels": 16},
-    "generator": {"channels": [8, 8, 16, 16], "latent_dim": 16, "style_dim": 16, "mapping_layers": 2},
-    "seg": {"steps": 2, "con_start": 1, "eval_every": 0, "log_every": 1},
-    "i2i": {"steps": 2, "log_every": 1, "sample_every": 1},
-    "run": {"checkpoint_every": 1, "deterministic": True},
-    "pipeline": {"final_init": "warmup"},
-}
+TINY = {**TINY_RUN, "pipeline": {"final_init": "warmup"}}
 SIZES = {"width": 64, "height": 32, "n_source": 4, "n_target_train": 3, "n_target_val": 2}
 
 

@@ -7,23 +7,14 @@ import pytest
 import torch
 import yaml
 
+from fixtures import TINY_RUN
 from sci2i.cli import main as cli
 from sci2i.labels import CLASS_NAMES
 from sci2i.eval.probe import gap_closed
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "name": "tiny",
-    "data": {"long_side": 64, "crop_size": 32, "eval_long_side": 64, "num_workers": 0},
-    "model": {"backbone": "efficientnet_lite0", "weights": ""},
-    "discriminator": {"trunk": "efficientnet_lite0", "trunk_weights": "", "channels": 16},
-    "generator": {"channels": [8, 8, 16, 16], "latent_dim": 16, "style_dim": 16, "mapping_layers": 2},
-    "seg": {"steps": 2, "con_start": 1, "eval_every": 0, "log_every": 1},
-    "i2i": {"steps": 2, "log_every": 1, "sample_every": 1},
-    "run": {"checkpoint_every": 1, "deterministic": True},
-    "probe": {"steps": 2, "batch_size": 1},
-}
+TINY = {**TINY_RUN, "probe": {"steps": 2, "batch_size": 1}}
 
 
 @pytest.fixture(scope="module")
