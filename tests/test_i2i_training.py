@@ -245,3 +245,16 @@ def test_translate_synthia_layout_keeps_16bit_labels(tmp_path):
         assert len(ds) == 2 and ds[0]["label"].shape == size
         if long_side == 0:  # same size: the labels are the source's, unchanged
             assert np.array_equal(ds[0]["label"].numpy(), written.train_ids[0])
+
+
+def test_i2i_crop_size_sets_the_i2i_crops_only(data):
+    """i2i.crop_size: G and D train on their own crops; 0 keeps data.crop_size."""
+    from sci2i.config.loader import ConfigError
+
+    src, trg = build_i2i_datasets(load_config(None, _overrides(data, 1) + ["i2i.crop_size=16"]))
+    assert src[(0, 0)]["image"].shape[-2:] == (16, 16) and src[(0, 0)]["label"].shape[-2:] == (16, 16)
+    assert trg[(0, 0)]["image"].shape[-2:] == (16, 16) and trg[(0, 0)]["label"].shape[-2:] == (16, 16)
+    src, _ = build_i2i_datasets(load_config(None, _overrides(data, 1)))
+    assert src[(0, 0)]["image"].shape[-2:] == (32, 32)
+    with pytest.raises(ConfigError, match="i2i.crop_size"):
+        load_config(None, _overrides(data, 1) + ["i2i.crop_size=65"])

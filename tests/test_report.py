@@ -69,3 +69,17 @@ def test_prediction_figure_and_tensorboard_data(run):
     assert {"report/final_M1/mIoU16", "report/final_M1/mIoU13", "report/warm-up_M0/IoU/road",
             "report/final_M1/IoU/bicycle"} <= scalars
     assert events.Scalars("report/final_M1/IoU/sidewalk")[0].value == pytest.approx(21.0)
+
+
+def test_translation_sentence_says_steps_and_which_side_of_the_source_the_kid_is():
+    from sci2i.pipeline.report import translation_sentence
+
+    cfg = load_config(None, ["data.crop_size=128", "i2i.crop_size=64", "i2i.batch_size=2"])
+    kid = lambda s, t: {"source_vs_target": {"kid": s}, "translated_vs_target": {"kid": t}}  # noqa: E731
+    closer = translation_sentence(cfg, {"phases": {"i2i": {"step": 2500}}, "kid": kid(0.8, 0.6)})
+    assert closer == ("G trained 2,500 I2I steps of batch 2 on 64² crops, 0.25% of the paper's 1,000,000 "
+                      "iterations; by the KID its translations are closer to the target's look than the "
+                      "source images are (0.6000 vs 0.8000, −25%).")
+    further = translation_sentence(cfg, {"phases": {"i2i": {"step": 800}}, "kid": kid(0.5, 0.6)})
+    assert "further from the target's look" in further and "+20%" in further
+    assert translation_sentence(cfg, {"phases": {}}) == ""  # no I2I in the run

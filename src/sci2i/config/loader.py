@@ -237,7 +237,7 @@ def validate(cfg: Config) -> None:
         "i2i.lambda_pl", "i2i.lambda_cgan", "i2i.lambda_gseg", "i2i.lambda_id", "i2i.steps",
         "seg.noise_std", "seg.jitter", "data.max_images", "data.num_workers", "data.max_bad_files",
         "seg.weight_decay", "run.max_nonfinite_steps", "probe.steps",
-        "i2i.kid_images", "pipeline.kid_images", "pipeline.toycity_seed",
+        "i2i.kid_images", "pipeline.kid_images", "pipeline.toycity_seed", "i2i.crop_size",
     ]
     for key in nonneg:
         if _get(cfg, key) < 0:
@@ -262,6 +262,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"'data.crop_size' ({cfg.data.crop_size}) is larger than the rescaled image's long "
             f"side 'data.long_side' ({cfg.data.long_side}); lower the crop or raise long_side"
+        )
+    if cfg.i2i.crop_size > cfg.data.long_side:
+        raise ConfigError(
+            f"'i2i.crop_size' ({cfg.i2i.crop_size}) is larger than the rescaled image's long "
+            f"side 'data.long_side' ({cfg.data.long_side}); lower the crop (0 = data.crop_size)"
         )
     for key in ("pipeline.warmup_lambda_con", "pipeline.final_lambda_con",
                 "pipeline.warmup_steps", "pipeline.final_steps"):

@@ -242,6 +242,10 @@ class I2IConfig:
     pseudo_label_dir: str = ""
     fade_start: int = 20000
     fade_end: int = 100000
+    # Side of the square I2I training crops; 0 = data.crop_size (the paper: 384 for both
+    # phases). G and D are fully convolutional, so G translates whole images whatever crop it
+    # was trained on; the CPU demo trains on smaller crops to buy steps (docs/I2I.md).
+    crop_size: int = field(default=0, metadata=SINCE_ADDED)
     # Translations of fixed source images written to TensorBoard and samples/ (fixed z, no
     # draw from the training RNG).
     sample_every: int = field(default=2000, metadata=NOT_A_RESULT)

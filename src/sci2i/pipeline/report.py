@@ -103,6 +103,28 @@ def _steps_and_kid_lines(summary: dict) -> list[str]:
     return lines
 
 
+PAPER_I2I_STEPS = 1_000_000  # the paper's I2I iterations (docs/METHOD.md)
+
+
+def translation_sentence(cfg: Config, summary: dict) -> str:
+    """What the translation figure shows, in one sentence: how long G trained against the
+    paper's 1M iterations, and whether its translations are closer to the target's look than
+    the source images by the KID (when measured)."""
+    steps = (summary.get("phases", {}).get("i2i") or {}).get("step")
+    if not steps:
+        return ""
+    crop = cfg.i2i.crop_size or cfg.data.crop_size
+    text = (f"G trained {steps:,} I2I steps of batch {cfg.i2i.batch_size} on {crop}² crops, "
+            f"{steps / PAPER_I2I_STEPS:.2%} of the paper's {PAPER_I2I_STEPS:,} iterations")
+    kid = summary.get("kid")
+    if kid:
+        s, t = kid["source_vs_target"]["kid"], kid["translated_vs_target"]["kid"]
+        text += (f"; by the KID its translations are {'closer to' if t < s else 'further from'} the "
+                 f"target's look than the source images are ({t:.4f} vs {s:.4f}, "
+                 f"{'−' if t < s else '+'}{abs(t - s) / s:.0%})")
+    return text + "."
+
+
 def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict] = None) -> Path:
     """Write ``out/report.md`` (and its figures) from the pipeline summary."""
 
@@ -142,13 +164,13 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
         lines += ["## Per-class IoU (paper layout)", "", format_iou_rows(evals, class_set), ""]
 
     fig_dir = out / "figures"
-    figs: list[tuple[str, Path]] = []
+    figs: list[tuple] = []  # (caption, path[, a sentence below the figure])
     if translate and translate.get("figure") and Path(translate["figure"]).is_file():
         dst = fig_dir / "translated_pairs.png"
         fig_dir.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(Path(translate["figure"]).read_bytes())
         figs.append(("One row per source image: synthetic x_s, its translation G(x_s) and a real target "
-                     "image x_t for reference, as in the paper's Fig. 2", dst))
+                     "image x_t for reference, as in the paper's Fig. 2", dst, translation_sentence(cfg, summary)))
     models = {labels[k]: phases[k]["weights"] for k in ("warmup", "final") if phases.get(k, {}).get("weights")}
     grid = None
     if models:
@@ -168,8 +190,9 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
                      "(dashed, right axis) against the step", curves))
     if figs:
         lines += ["## Figures", ""]
-        for caption, path in figs:
+        for caption, path, *note in figs:
             lines += [f"**{caption}**", "", f"![{caption}]({path.relative_to(out).as_posix()})", ""]
+            lines += [note[0], ""] if note and note[0] else []
 
     lines += ["## Files", "", "- `checkpoints/`: final weights (safetensors) with their configs",
               "- `phases/`: each phase's run directory (config, log, metrics.jsonl, tb/, checkpoints)",

@@ -34,6 +34,7 @@ L^D -> ``Loss/D/total``, L^G -> ``Loss/G/total`` (see :mod:`sci2i.losses.i2i` fo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from sci2i.config import Config
-from sci2i.config.schema import I2IConfig
+from sci2i.config.schema import DataConfig, I2IConfig
 from sci2i.data.build import build_source_dataset, build_target_dataset
 from sci2i.data.custom import run_class_names, run_class_set
 from sci2i.data.robust import BadFileLedger, readable
@@ -324,6 +325,13 @@ class I2ITrainer(Trainer):
 
 
 # ---------------------------------------------------------------------- data
+def i2i_data_config(cfg: Config) -> DataConfig:
+    """``cfg.data`` with the I2I phase's crop (``i2i.crop_size``, 0 = ``data.crop_size``)."""
+    if cfg.i2i.crop_size in (0, cfg.data.crop_size):
+        return cfg.data
+    return dataclasses.replace(cfg.data, crop_size=cfg.i2i.crop_size)
+
+
 def build_i2i_datasets(cfg: Config):
     """(source dataset with y_s, target dataset with ŷ_t or unlabelled) for training.
 
@@ -333,15 +341,16 @@ def build_i2i_datasets(cfg: Config):
     :func:`sci2i.data.datasets.pseudo_label_path` below ``i2i.pseudo_label_dir``; images without
     one (skipped as unreadable when the labels were written) are left out with a warning.
     """
-    src = build_source_dataset(cfg.data, train=True)
+    data = i2i_data_config(cfg)
+    src = build_source_dataset(data, train=True)
     if cfg.i2i.pseudo_labels == "online":
-        return src, build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=False, train=True)
+        return src, build_target_dataset(data, data.target_train_split, with_labels=False, train=True)
     if not cfg.i2i.pseudo_label_dir:
         raise UserError(
             "i2i.pseudo_labels=precomputed needs i2i.pseudo_label_dir (trainId PNGs written by "
             "`sci2i pseudo-label`); or use i2i.pseudo_labels=online"
         )
-    trg = build_target_dataset(cfg.data, cfg.data.target_train_split, with_labels=True, train=True,
+    trg = build_target_dataset(data, data.target_train_split, with_labels=True, train=True,
                                label_dir=cfg.i2i.pseudo_label_dir)
     return src, trg
 
