@@ -83,3 +83,6 @@ def test_translation_sentence_says_steps_and_which_side_of_the_source_the_kid_is
     further = translation_sentence(cfg, {"phases": {"i2i": {"step": 800}}, "kid": kid(0.5, 0.6)})
     assert "further from the target's look" in further and "+20%" in further
     assert translation_sentence(cfg, {"phases": {}}) == ""  # no I2I in the run
+    # the unbiased KID can be 0 or negative on a handful of images: no relative change then
+    assert translation_sentence(cfg, {"phases": {"i2i": {"step": 2}}, "kid": kid(0.0, 0.1)}).endswith(
+        "further from the target's look than the source images are (0.1000 vs 0.0000).")

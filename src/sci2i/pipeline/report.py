@@ -119,9 +119,10 @@ def translation_sentence(cfg: Config, summary: dict) -> str:
     kid = summary.get("kid")
     if kid:
         s, t = kid["source_vs_target"]["kid"], kid["translated_vs_target"]["kid"]
+        # the unbiased KID can be ≤ 0 on small sets: then no relative change
+        rel = f", {'−' if t < s else '+'}{abs(t - s) / s:.0%}" if s > 0 else ""
         text += (f"; by the KID its translations are {'closer to' if t < s else 'further from'} the "
-                 f"target's look than the source images are ({t:.4f} vs {s:.4f}, "
-                 f"{'−' if t < s else '+'}{abs(t - s) / s:.0%})")
+                 f"target's look than the source images are ({t:.4f} vs {s:.4f}{rel})")
     return text + "."
 
 
