@@ -202,11 +202,11 @@ def seg_workload(cfg: Config, device: torch.device, tmp: Path, phase: str = "c")
 
 
 def i2i_workload(cfg: Config, device: torch.device, tmp: Path) -> Workload:
-    from sci2i.train.i2i import I2ITrainer
+    from sci2i.train.i2i import I2ITrainer, i2i_data_config
     from sci2i.utils.rundir import RunDir
 
     trainer = I2ITrainer(cfg, RunDir(cfg, tmp / "run", enabled=False), device)
-    b, crop = cfg.i2i.batch_size, cfg.i2i.crop_size or cfg.data.crop_size
+    b, crop = cfg.i2i.batch_size, i2i_data_config(cfg).crop_size
     src = random_batch(b, crop, True, False, 1)
     trg = random_batch(b, crop, True, False, 2)
     cl = cfg.perf.channels_last and device.type == "cuda"

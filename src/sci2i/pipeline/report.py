@@ -20,6 +20,7 @@ from sci2i.config import Config
 from sci2i.data.custom import run_class_set
 from sci2i.eval.metrics import format_iou_rows, headline_metrics
 from sci2i.figures.report import per_class_bars, prediction_figure, training_curves
+from sci2i.train.i2i import i2i_data_config
 from sci2i.utils.rundir import git_revision
 
 log = logging.getLogger("sci2i")
@@ -113,7 +114,7 @@ def translation_sentence(cfg: Config, summary: dict) -> str:
     steps = (summary.get("phases", {}).get("i2i") or {}).get("step")
     if not steps:
         return ""
-    crop = cfg.i2i.crop_size or cfg.data.crop_size
+    crop = i2i_data_config(cfg).crop_size
     text = (f"G trained {steps:,} I2I steps of batch {cfg.i2i.batch_size} on {crop}² crops, "
             f"{steps / PAPER_I2I_STEPS:.2%} of the paper's {PAPER_I2I_STEPS:,} iterations")
     kid = summary.get("kid")
