@@ -43,6 +43,7 @@ def test_unknown_key_suggests_the_closest_name():
         ("seg.steps=many", "seg.steps"),
         ("i2i.lambda_cgan=-1", "i2i.lambda_cgan"),
         ("data.crop_size=2048", "data.crop_size"),
+        ("i2i.crop_size=2048", "i2i.crop_size"),
         ("i2i.gan_loss=wgan", "i2i.gan_loss"),
         ("seg.ema_decay=1.5", "seg.ema_decay"),
         ("generator.channels=[8,16]", "generator.channels"),

@@ -258,16 +258,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"'{key}' must lie in [0, 1]; got {_get(cfg, key)}")
     if not 0.0 < cfg.seg.lr_gamma <= 1.0:
         raise ConfigError(f"'seg.lr_gamma' must lie in (0, 1]; got {cfg.seg.lr_gamma}")
-    if cfg.data.crop_size > cfg.data.long_side:
-        raise ConfigError(
-            f"'data.crop_size' ({cfg.data.crop_size}) is larger than the rescaled image's long "
-            f"side 'data.long_side' ({cfg.data.long_side}); lower the crop or raise long_side"
-        )
-    if cfg.i2i.crop_size > cfg.data.long_side:
-        raise ConfigError(
-            f"'i2i.crop_size' ({cfg.i2i.crop_size}) is larger than the rescaled image's long "
-            f"side 'data.long_side' ({cfg.data.long_side}); lower the crop (0 = data.crop_size)"
-        )
+    for key, fix in (("data.crop_size", "lower the crop or raise long_side"),
+                     ("i2i.crop_size", "lower the crop (0 = data.crop_size)")):
+        if _get(cfg, key) > cfg.data.long_side:
+            raise ConfigError(
+                f"'{key}' ({_get(cfg, key)}) is larger than the rescaled image's long "
+                f"side 'data.long_side' ({cfg.data.long_side}); {fix}"
+            )
     for key in ("pipeline.warmup_lambda_con", "pipeline.final_lambda_con",
                 "pipeline.warmup_steps", "pipeline.final_steps"):
         v = _get(cfg, key)

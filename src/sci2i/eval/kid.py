@@ -2,6 +2,7 @@
 
 KID is the squared maximum mean discrepancy between two sets of image features under the
 polynomial kernel ``k(a, b) = (a·b / d + 1)³`` (d = feature width), estimated without bias:
+
     MMD²_u = 1/(m(m−1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n−1)) Σ_{i≠j} k(y_i, y_j) − 2/(mn) Σ_{i,j} k(x_i, y_j)
 
 (:func:`mmd2_unbiased`). As in the KID paper (and torch-fidelity, torchmetrics) it is averaged

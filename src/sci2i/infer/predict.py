@@ -13,12 +13,13 @@
   images, optionally in overlapping sliding windows (for images larger than what the model
   should see at once) and averaged with the horizontal flip.
 * :func:`predict_images` runs the whole thing and writes, per image, below ``out_dir``:
-  ====================  =========================================================
-  ``<name>_color.png``  prediction in the class palette (no class: black)
-  ``<name>_overlay.jpg`` the palette blended over the image (``overlay_alpha``)
-  ``<name>_trainIds.png`` class index per pixel (``train_ids=True``; 255 = none)
-  ``<name>_labelIds.png`` Cityscapes labelIds (``label_ids=True``, 19/16-class models)
-  ====================  =========================================================
+
+  =======================  ============================================================
+  ``<name>_color.png``     prediction in the class palette (no class: black)
+  ``<name>_overlay.jpg``   the palette blended over the image (``overlay_alpha``)
+  ``<name>_trainIds.png``  class index per pixel (``train_ids=True``; 255 = none)
+  ``<name>_labelIds.png``  Cityscapes labelIds (``label_ids=True``, 19/16-class models)
+  =======================  ============================================================
 
 Scale: the image is rescaled so that its longer side is ``long_side`` (default: the
 ``data.eval_long_side`` the model was trained with, as in evaluation; 0 keeps the image's own

@@ -166,7 +166,7 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
         lines += ["## Per-class IoU (paper layout)", "", format_iou_rows(evals, class_set), ""]
 
     fig_dir = out / "figures"
-    figs: list[tuple] = []  # (caption, path[, a sentence below the figure])
+    figs: list[tuple[str, Path, str]] = []  # (caption, path, a sentence below it or "")
     if translate and translate.get("figure") and Path(translate["figure"]).is_file():
         dst = fig_dir / "translated_pairs.png"
         fig_dir.mkdir(parents=True, exist_ok=True)
@@ -179,22 +179,22 @@ def write_report(cfg: Config, out: Path, summary: dict, translate: Optional[dict
         try:
             predictions, grid = prediction_figure(cfg, models, fig_dir / "predictions.png")
             figs.append(("One row per target val image: the image, its ground truth, and the predictions of "
-                         + " and ".join(models) + " (Cityscapes palette; black: no class)", predictions))
+                         + " and ".join(models) + " (Cityscapes palette; black: no class)", predictions, ""))
         except Exception as e:  # noqa: BLE001 — a figure must not lose the report
             log.warning("prediction figure skipped: %s", e)
     _tensorboard(out, evals, grid)
     if evals:
-        figs.append(("Per-class IoU on target val", per_class_bars(evals, fig_dir / "per_class_iou.png")))
+        figs.append(("Per-class IoU on target val", per_class_bars(evals, fig_dir / "per_class_iou.png"), ""))
     phase_dirs = {k: Path(v["dir"]) for k, v in phases.items() if isinstance(v, dict) and v.get("dir")}
     curves = training_curves(phase_dirs, fig_dir / "training_curves.png")
     if curves:
         figs.append(("Training curves of each phase: total losses (solid, left axis) and validation mIoU "
-                     "(dashed, right axis) against the step", curves))
+                     "(dashed, right axis) against the step", curves, ""))
     if figs:
         lines += ["## Figures", ""]
-        for caption, path, *note in figs:
+        for caption, path, note in figs:
             lines += [f"**{caption}**", "", f"![{caption}]({path.relative_to(out).as_posix()})", ""]
-            lines += [note[0], ""] if note and note[0] else []
+            lines += [note, ""] if note else []
 
     lines += ["## Files", "", "- `checkpoints/`: final weights (safetensors) with their configs",
               "- `phases/`: each phase's run directory (config, log, metrics.jsonl, tb/, checkpoints)",
