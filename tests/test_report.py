@@ -86,3 +86,15 @@ def test_translation_sentence_says_steps_and_which_side_of_the_source_the_kid_is
     # the unbiased KID can be 0 or negative on a handful of images: no relative change then
     assert translation_sentence(cfg, {"phases": {"i2i": {"step": 2}}, "kid": kid(0.0, 0.1)}).endswith(
         "further from the target's look than the source images are (0.1000 vs 0.0000).")
+
+
+def test_kid_rows_show_a_spread_only_where_subsets_differ():
+    from sci2i.pipeline.report import _steps_and_kid_lines
+
+    whole = {"kid": 0.7120, "kid_std": None, "n_x": 400, "n_y": 400, "subset_size": 400, "num_subsets": 1}
+    subsets = {"kid": 0.6531, "kid_std": 0.0123, "n_x": 400, "n_y": 400, "subset_size": 100, "num_subsets": 100}
+    lines = _steps_and_kid_lines({"kid": {"features": "f", "source_vs_target": whole,
+                                          "translated_vs_target": subsets}})
+    rows = [line for line in lines if line.startswith("| source") or line.startswith("| translated")]
+    assert rows == ["| source x_s | 0.7120 | 400 vs 400 | 400 |",
+                    "| translated G(x_s) | 0.6531 ± 0.0123 | 400 vs 400 | 100 |"]

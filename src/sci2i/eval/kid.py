@@ -72,12 +72,17 @@ def kid(x: torch.Tensor, y: torch.Tensor, subset_size: int = SUBSET_SIZE, num_su
         seed: int = 0) -> dict:
     """KID between feature sets ``x`` and ``y``: the mean and standard deviation of
     :func:`mmd2_unbiased` over ``num_subsets`` subsets of ``min(subset_size, m, n)`` rows of each,
-    drawn without replacement by a generator seeded with ``seed``.
+    drawn without replacement by a generator seeded with ``seed``. When the subsets are both
+    whole sets (``m == n <= subset_size``) every subset is the same: one estimate, no spread
+    (``num_subsets`` 1, ``kid_std`` None).
 
     Returns ``{"kid", "kid_std", "n_x", "n_y", "subset_size", "num_subsets"}``.
     """
     m, n = x.shape[0], y.shape[0]
     size = min(subset_size, m, n)
+    if size == m == n:
+        return {"kid": mmd2_unbiased(x, y), "kid_std": None, "n_x": m, "n_y": n,
+                "subset_size": size, "num_subsets": 1}
     gen = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(num_subsets):

@@ -95,11 +95,13 @@ def _steps_and_kid_lines(summary: dict) -> list[str]:
     kid = summary.get("kid")
     if kid:
         lines += ["", f"Translation quality: KID against the target train images ({kid['features']} "
-                  "features, mean ± std over subsets; lower = closer to the target's look):", "",
+                  "features, mean ± std over subsets where the sets are larger than a subset; lower = closer "
+                  "to the target's look):", "",
                   "| images | KID vs x_t | images per set | subsets of |", "|---|---:|---:|---:|"]
         for name, key in (("source x_s", "source_vs_target"), ("translated G(x_s)", "translated_vs_target")):
             k = kid[key]
-            lines.append(f"| {name} | {k['kid']:.4f} ± {k['kid_std']:.4f} | "
+            spread = "" if k.get("kid_std") is None else f" ± {k['kid_std']:.4f}"
+            lines.append(f"| {name} | {k['kid']:.4f}{spread} | "
                          f"{k['n_x']} vs {k['n_y']} | {k['subset_size']} |")
     return lines
 
