@@ -154,3 +154,16 @@ def test_table4_reports_steps_paired_differences_and_the_gap(tmp_path):
     single = [{"row": r["row"], "runs": r["runs"][:1]} for r in results]
     text1 = write_table("table4", spec, single, tmp_path, "toycity", []).read_text()
     assert "| +I2I − +plain augmentation (control) | +1.00 | +1.00 | 1 of 1 seeds |" in text1
+
+
+def test_table5_says_how_many_steps_each_model_trained(tmp_path):
+    from sci2i.pipeline.experiments import load_experiments, write_table
+
+    spec = load_experiments()["table5"]
+    steps = {"phases": {"warmup": 600, "final": 600}, "total": 1200}
+    results = [{"row": row, "runs": [{"seed": 0, "summary": {"final_eval": {"mIoU19": 20.0 + i}, "seg_steps": steps},
+                                      "probe": {"mIoU19": 25.0 + i}}]}
+               for i, row in enumerate(spec["rows"])]
+    text = write_table("table5", spec, results, tmp_path, "toycity", []).read_text()
+    assert "| model | mIoU19 (own head) | mIoU19 (linear probe) | seg steps | paper (probe) |" in text
+    assert "| source only | 21.0 | 26.0 | 600 (warm-up) + 600 (phase (c)) = 1,200 | 39.6 |" in text

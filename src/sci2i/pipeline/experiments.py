@@ -181,13 +181,14 @@ def write_table(table: str, spec: dict, results: list[dict], out: Path, preset, 
         return " / ".join(sorted(seen)) or "–"
 
     if spec.get("probe"):
-        lines += [f"| model | {metric} (own head) | {metric} (linear probe) | paper (probe) |", "|---|---:|---:|---:|"]
+        lines += [f"| model | {metric} (own head) | {metric} (linear probe) | seg steps | paper (probe) |",
+                  "|---|---:|---:|---|---:|"]
         by_role = {}
         for r in results:
             probes = [run["probe"][metric] for run in r["runs"]]
             by_role[r["row"].get("role")] = statistics.fmean(probes)
             lines.append(f"| {r['row']['name']} | {_cell([own(run) for run in r['runs']])} | "
-                         f"{_cell(probes)} | {r['row'].get('paper', '–')} |")
+                         f"{_cell(probes)} | {steps(r)} | {r['row'].get('paper', '–')} |")
         if {"oracle", "source", "ours"} <= set(by_role):
             lines += ["", format_gap(by_role["ours"], by_role["source"], by_role["oracle"])]
     else:
